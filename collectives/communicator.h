@@ -61,6 +61,9 @@ struct CommOptions {
   int64_t op_timeout_ms = 30'000;
   // Interface address the transport binds to (Gloo TCP). Empty: 127.0.0.1.
   std::string hostname;
+  // Prefix of every error message and log line of this communicator, e.g. "world 'w0' e3 rank 0/2"
+  // (the world manager sets it so errors name the world). Empty: "comm rank R/S".
+  std::string label;
   // Called once (from an internal thread) when the communicator turns broken, with the reason.
   // Must not block; must not destroy the communicator.
   std::function<void(const Status&)> on_broken;
