@@ -1,0 +1,56 @@
+#include "collectives/communicator.h"
+
+#include <exception>
+#include <string>
+#include <utility>
+
+#include "archi/config.h"
+#include "collectives/cpu/gloo_communicator.h"
+#include "collectives/work_impl.h"
+
+namespace archi {
+
+std::shared_ptr<Work> CompletedWork(Status status) {
+  auto work = std::make_shared<PendingWork>();
+  work->Complete(std::move(status));
+  return work;
+}
+
+std::string_view BackendName(BackendKind kind) {
+  switch (kind) {
+    case BackendKind::kGloo:
+      return "gloo";
+    case BackendKind::kNccl:
+      return "nccl";
+  }
+  return "unknown";
+}
+
+Result<BackendKind> ParseBackend(std::string_view name) {
+  if (name == "gloo") return BackendKind::kGloo;
+  if (name == "nccl") return BackendKind::kNccl;
+  return InvalidArgumentError("unknown backend '" + std::string(name) +
+                              "' (expected 'gloo' or 'nccl')");
+}
+
+Result<std::unique_ptr<Communicator>> CreateCommunicator(BackendKind kind, int rank, int size,
+                                                         std::shared_ptr<Store> store,
+                                                         CommOptions options) {
+  try {
+    switch (kind) {
+      case BackendKind::kGloo:
+        return GlooCommunicator::Create(rank, size, std::move(store), std::move(options));
+      case BackendKind::kNccl:
+        // The NCCL backend is not part of this build yet (ARCHI_HAVE_NCCL only says the library
+        // was found).
+        return UnimplementedError("NCCL backend not built");
+    }
+    return InvalidArgumentError("unknown backend kind " + std::to_string(static_cast<int>(kind)));
+  } catch (const std::exception& e) {
+    return InternalError(std::string("CreateCommunicator: unexpected exception: ") + e.what());
+  } catch (...) {
+    return InternalError("CreateCommunicator: unexpected non-standard exception");
+  }
+}
+
+}  // namespace archi
