@@ -24,8 +24,9 @@ class Deadline {
   // Time left, clamped to [0, max]; Infinite() gives a very large value.
   Clock::duration Remaining() const {
     if (infinite()) return std::chrono::hours(24 * 365);
-    auto left = at_ - Clock::now();
-    return left.count() > 0 ? left : Clock::duration::zero();
+    const auto now = Clock::now();
+    // Compare before subtracting: Past() minus now() would overflow.
+    return at_ > now ? at_ - now : Clock::duration::zero();
   }
   Millis RemainingMs() const { return std::chrono::duration_cast<Millis>(Remaining()); }
   // The earlier of two deadlines.

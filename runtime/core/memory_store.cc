@@ -68,7 +68,10 @@ Result<int64_t> InMemoryStore::Add(const std::string& key, int64_t delta, Deadli
         return InvalidArgumentError("key '" + key + "' holds a non-integer value");
       }
     }
-    value += delta;
+    if (__builtin_add_overflow(value, delta, &value)) {
+      return OutOfRangeError("adding " + std::to_string(delta) + " to key '" + key +
+                             "' overflows int64");
+    }
     data_[key] = std::to_string(value);
     CollectReadyLocked(&ready);
   }
@@ -157,6 +160,7 @@ uint64_t InMemoryStore::WatchAll(std::vector<std::string> keys, Deadline deadlin
       immediate = DeadlineExceededError("timed out waiting for keys");
     } else {
       watches_.emplace(id, Watch{std::move(keys), deadline, std::move(done)});
+      ++watch_generation_;  // wakes the timer: this deadline may be earlier than its current one
       timer_cv_.notify_all();
       return id;
     }
@@ -222,10 +226,14 @@ void InMemoryStore::TimerLoop(std::stop_token stop) {
       lock.lock();
       continue;
     }
+    // Sleep until the earliest deadline, or until a new watch arrives (its deadline may be
+    // earlier than `next`).
+    const uint64_t generation = watch_generation_;
     if (next.infinite()) {
-      timer_cv_.wait(lock, stop, [&] { return !watches_.empty(); });
+      timer_cv_.wait(lock, stop, [&] { return watch_generation_ != generation; });
     } else {
-      timer_cv_.wait_until(lock, stop, next.time_point(), [] { return false; });
+      timer_cv_.wait_until(lock, stop, next.time_point(),
+                           [&] { return watch_generation_ != generation; });
     }
   }
 }

@@ -4,8 +4,9 @@
 // Besides the blocking Store calls it offers WatchAll(), an asynchronous wait: the callback runs
 // exactly once, with OK when all keys exist, kDeadlineExceeded at the deadline, or kCancelled when
 // the store shuts down or the watch is cancelled. Callbacks run on the thread that completed them
-// (a writer, the internal timer thread, or the Shutdown caller) without the store lock held, so
-// they may call back into the store. No thread is held per waiter.
+// (a writer, the internal timer thread, the Shutdown or CancelWatch caller, or the WatchAll caller
+// itself, before WatchAll returns, when the watch completes at once) without the store lock held,
+// so they may call back into the store. No thread is held per waiter.
 // Thread safety: every method is thread-safe. Destruction cancels outstanding watches.
 #pragma once
 
@@ -71,6 +72,7 @@ class InMemoryStore final : public Store {
   std::map<std::string, std::string> data_;
   std::map<uint64_t, Watch> watches_;
   uint64_t next_watch_id_ = 1;
+  uint64_t watch_generation_ = 0;  // bumped when a watch is added (wakes the timer thread)
   bool shutdown_ = false;
   std::jthread timer_;  // last member: started after everything it uses
 };

@@ -148,7 +148,8 @@ const Status& AsStatus(const Result<T>& r) {
 // Returns the Status (with a file:line trail) from the enclosing function if `expr` is not OK.
 #define ARCHI_RETURN_IF_ERROR(expr)                                                 \
   do {                                                                              \
-    const ::archi::Status& archi_status_ = ::archi::internal::AsStatus((expr));     \
+    /* A copy, not a reference: `expr` may be a temporary that dies with this line. */ \
+    ::archi::Status archi_status_ = ::archi::internal::AsStatus((expr));            \
     if (!archi_status_.ok()) {                                                      \
       return archi_status_.WithContext(::archi::internal::SourceLocation(__FILE__, __LINE__)); \
     }                                                                               \

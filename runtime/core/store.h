@@ -4,7 +4,8 @@
 //   Set         overwrites.
 //   Get         returns kNotFound when the key is absent (it does not wait; use Wait).
 //   Add         atomically adds `delta` to the integer stored at the key (absent counts as 0) and
-//               returns the new value; kInvalidArgument if the present value is not an integer.
+//               returns the new value; kInvalidArgument if the present value is not an integer,
+//               kOutOfRange if the sum overflows int64 (the value is then unchanged).
 //   CompareSet  sets `desired` when the current value equals `expected` (an absent key matches an
 //               empty `expected`); returns the value held after the call.
 //   Delete      returns whether the key existed.

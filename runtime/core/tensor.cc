@@ -44,11 +44,17 @@ std::string Device::ToString() const {
 
 namespace {
 Result<int64_t> CountElements(const std::vector<int64_t>& shape, DType dtype) {
+  bool empty = false;
+  for (int64_t d : shape) {
+    if (d < 0) return InvalidArgumentError("negative dimension " + std::to_string(d) + " in shape");
+    empty = empty || d == 0;
+  }
+  // A zero anywhere makes the tensor empty whatever the order of the other dimensions.
+  if (empty) return int64_t{0};
   int64_t n = 1;
   const int64_t limit = std::numeric_limits<int64_t>::max() / static_cast<int64_t>(DTypeSize(dtype));
   for (int64_t d : shape) {
-    if (d < 0) return InvalidArgumentError("negative dimension " + std::to_string(d) + " in shape");
-    if (d != 0 && n > limit / d) return InvalidArgumentError("tensor shape overflows int64 bytes");
+    if (n > limit / d) return InvalidArgumentError("tensor shape overflows int64 bytes");
     n *= d;
   }
   return n;
@@ -73,6 +79,7 @@ Result<Tensor> Tensor::View(void* data, std::vector<int64_t> shape, DType dtype,
   t.numel_ = n;
   t.dtype_ = dtype;
   t.device_ = device;
+  t.defined_ = true;
   return t;
 }
 
@@ -88,6 +95,7 @@ Result<Tensor> Tensor::Empty(std::vector<int64_t> shape, DType dtype) {
   t.numel_ = n;
   t.dtype_ = dtype;
   t.owner_ = std::shared_ptr<void>(p, [](void* q) { std::free(q); });
+  t.defined_ = true;
   return t;
 }
 

@@ -61,7 +61,8 @@ class Tensor {
   Device device() const { return device_; }
   int64_t numel() const { return numel_; }
   size_t nbytes() const { return static_cast<size_t>(numel_) * DTypeSize(dtype_); }
-  bool defined() const { return data_ != nullptr || numel_ == 0; }
+  // False only for a default-constructed Tensor (a zero-size View or Empty is defined).
+  bool defined() const { return defined_; }
   std::string ShapeString() const;
 
  private:
@@ -71,6 +72,7 @@ class Tensor {
   DType dtype_ = DType::kF32;
   Device device_;
   std::shared_ptr<void> owner_;
+  bool defined_ = false;
 };
 
 }  // namespace archi
