@@ -10,7 +10,7 @@ install(TARGETS ${_archi_libs} EXPORT ArchipelagoTargets
 # Public headers keep their source paths under include/archipelago/.
 foreach(dir runtime/core collectives world)
   install(DIRECTORY ${PROJECT_SOURCE_DIR}/${dir}/ DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/archipelago/${dir}
-    FILES_MATCHING PATTERN "*.h" PATTERN "cpu" EXCLUDE PATTERN "nccl" EXCLUDE PATTERN "tools" EXCLUDE)
+    FILES_MATCHING PATTERN "*.h" PATTERN "cpu" EXCLUDE PATTERN "nccl" EXCLUDE PATTERN "cuda" EXCLUDE PATTERN "tools" EXCLUDE)
 endforeach()
 install(FILES ${PROJECT_BINARY_DIR}/include/archi/config.h
   DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/archipelago/archi)

@@ -1,5 +1,9 @@
 #include "collectives/communicator.h"
 
+#include <signal.h>
+
+#include <mutex>
+
 #include <exception>
 #include <string>
 #include <utility>
@@ -33,9 +37,25 @@ Result<BackendKind> ParseBackend(std::string_view name) {
                               "' (expected 'gloo' or 'nccl')");
 }
 
+namespace {
+// A peer that dies mid-transfer must fail an op, not kill this process: socket transports (Gloo)
+// write with plain write(2), which raises SIGPIPE on a closed connection. Ignore SIGPIPE unless
+// the application installed a handler of its own.
+void IgnoreSigpipeOnce() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    struct sigaction old {};
+    if (sigaction(SIGPIPE, nullptr, &old) == 0 && old.sa_handler == SIG_DFL) {
+      signal(SIGPIPE, SIG_IGN);
+    }
+  });
+}
+}  // namespace
+
 Result<std::unique_ptr<Communicator>> CreateCommunicator(BackendKind kind, int rank, int size,
                                                          std::shared_ptr<Store> store,
                                                          CommOptions options) {
+  IgnoreSigpipeOnce();
   try {
     switch (kind) {
       case BackendKind::kGloo:

@@ -101,7 +101,8 @@ struct World {
   std::shared_ptr<Store> root;
   std::shared_ptr<PrefixStore> estore;  // "archi/world/<name>/e<epoch>"
   std::shared_ptr<Communicator> comm;
-  std::string tag;
+  std::string tag;    // for logs: "[name rank/size eN]"
+  std::string label;  // for errors: "world 'name' eN rank R/S"
 
   mutable std::mutex mu;
   WorldState state = WorldState::kInitializing;
@@ -124,6 +125,9 @@ struct World {
 
   WorldInfo Info() const {
     std::lock_guard<std::mutex> lock(mu);
+    return InfoLocked();
+  }
+  WorldInfo InfoLocked() const {
     WorldInfo i;
     i.name = name;
     i.rank = rank;
@@ -205,10 +209,12 @@ class WorldManager::Impl {
     auto t0 = Clock::now();
     Status st = Rendezvous(*w);
     if (!st.ok()) {
-      if (w->comm) {
-        w->comm->Abort(st);
-        w->comm.reset();
+      std::shared_ptr<Communicator> comm;
+      {
+        std::lock_guard<std::mutex> lock(w->mu);
+        comm = std::move(w->comm);
       }
+      if (comm) comm->Abort(st);
       {
         std::lock_guard<std::mutex> lock(mu_);
         worlds_.erase(name);
@@ -220,11 +226,13 @@ class WorldManager::Impl {
     {
       std::lock_guard<std::mutex> lock(w->mu);
       w->init_ms = MsSince(t0);
-      if (w->state == WorldState::kInitializing) w->state = WorldState::kReady;
+      if (w->state == WorldState::kInitializing) {
+        w->state = WorldState::kReady;
+        Emit(w->InfoLocked());
+      }
     }
     RegisterPeers(w);
     ARCHI_LOG_INFO("{} ready in {:.1f} ms", w->tag, w->init_ms);
-    Emit(w->Info());
     return Status::Ok();
   }
 
@@ -241,15 +249,19 @@ class WorldManager::Impl {
       worlds_.erase(it);
     }
     WorldState prev;
+    WorldInfo removed_info;
+    std::shared_ptr<Communicator> comm;
     {
       std::lock_guard<std::mutex> lock(w->mu);
       prev = w->state;
       w->state = WorldState::kRemoved;
+      removed_info = w->InfoLocked();
+      comm = std::move(w->comm);
     }
     UnregisterPeers(*w);
-    if (w->comm) {
-      w->comm->Abort(CancelledError(w->tag + ": world removed"));
-      w->comm.reset();  // releases sockets and threads (bounded, even with dead peers)
+    if (comm) {
+      comm->Abort(CancelledError(w->label + ": world removed"));
+      comm.reset();  // releases sockets and threads (bounded, even with dead peers)
     }
     // Store clean-up, best effort within the deadline.
     auto d = Deadline::Min(deadline, Deadline::AfterMs(500));
@@ -264,7 +276,7 @@ class WorldManager::Impl {
       es.Delete("hb/" + std::to_string(w->rank), d).IgnoreError();
     }
     ARCHI_LOG_INFO("{} removed (was {})", w->tag, WorldStateName(prev));
-    Emit(w->Info());
+    Emit(std::move(removed_info));
     return Status::Ok();
   }
 
@@ -317,19 +329,26 @@ class WorldManager::Impl {
   }
 
   // Marks the world broken once (first cause wins), aborts its communicator and tells the peers.
-  void Break(const std::shared_ptr<World>& w, const Status& cause) {
+  // `from_comm`: called by the communicator's own on_broken (it is already broken; taking a
+  // reference to it here could make its own thread run its destructor).
+  void Break(const std::shared_ptr<World>& w, const Status& cause, bool from_comm = false) {
+    WorldInfo info;
+    std::shared_ptr<Communicator> comm;
     {
       std::lock_guard<std::mutex> lock(w->mu);
       if (w->state != WorldState::kReady && w->state != WorldState::kInitializing) return;
       w->state = WorldState::kBroken;
       w->error = cause;
       w->broken_at = Clock::now();
+      info = w->InfoLocked();
+      // Emitted under the world's lock so that a concurrent RemoveWorld's event comes after.
+      Emit(std::move(info));
+      if (!from_comm) comm = w->comm;  // a copy: RemoveWorld may drop its reference meanwhile
     }
     ARCHI_LOG_WARN("{} BROKEN: {}", w->tag, cause.ToString());
-    if (w->comm) w->comm->Abort(cause);
+    if (comm) comm->Abort(cause);
     w->needs_close_mark = true;
     Wake();
-    Emit(w->Info());
   }
 
  private:
@@ -376,6 +395,8 @@ class WorldManager::Impl {
       }
     }
     w.tag = WorldTag(w.name, w.rank, w.size, w.epoch);
+    w.label = "world '" + w.name + "' e" + std::to_string(w.epoch) + " rank " +
+              std::to_string(w.rank) + "/" + std::to_string(w.size);
     Status st = JoinEpoch(w, d);
     if (!st.ok()) {
       // Nobody may join this epoch any more; the next attempt opens a new one.
@@ -430,15 +451,15 @@ class WorldManager::Impl {
     co.connect_timeout_ms = std::max<int64_t>(1, d.RemainingMs().count());
     co.op_timeout_ms = w.opts.op_timeout_ms;
     co.hostname = w.opts.hostname;
-    co.label = "world '" + w.name + "' e" + std::to_string(w.epoch) + " rank " + me + "/" +
-               std::to_string(w.size);
+    co.label = w.label;
     std::weak_ptr<World> weak = Find(w.name);
     co.on_broken = [this, weak](const Status& s) {
-      if (auto sw = weak.lock()) Break(sw, s);
+      if (auto sw = weak.lock()) Break(sw, s, /*from_comm=*/true);
     };
     ARCHI_ASSIGN_OR_RETURN(auto comm, CreateCommunicator(w.opts.backend, w.rank, w.size,
                                                          std::make_shared<PrefixStore>(w.estore, "comm"),
                                                          std::move(co)));
+    std::lock_guard<std::mutex> lock(w.mu);
     w.comm = std::move(comm);
     return Status::Ok();
   }
@@ -454,7 +475,7 @@ class WorldManager::Impl {
       int fd = static_cast<int>(::syscall(SYS_pidfd_open, static_cast<pid_t>(p.pid), 0));
       if (fd < 0) {
         if (errno == ESRCH) {
-          Break(w, AbortedError(w->tag + ": peer rank " + std::to_string(p.rank) + " (pid " +
+          Break(w, AbortedError(w->label + ": peer rank " + std::to_string(p.rank) + " (pid " +
                                 std::to_string(p.pid) + ") exited"));
         } else {
           ARCHI_LOG_DEBUG("{} pidfd_open({}) failed: {}; relying on heartbeats", w->tag, p.pid,
@@ -537,7 +558,7 @@ class WorldManager::Impl {
         for (auto& p : w->peers) {
           if (p.rank == peer) pid = p.pid;
         }
-        Break(w, AbortedError(w->tag + ": peer rank " + std::to_string(peer) + " (pid " +
+        Break(w, AbortedError(w->label + ": peer rank " + std::to_string(peer) + " (pid " +
                               std::to_string(pid) + ") exited"));
       }
       auto now = Clock::now();
@@ -586,7 +607,7 @@ class WorldManager::Impl {
     w->store_warned = false;
     std::map<std::string, std::string> m(kv->begin(), kv->end());
     if (auto it = m.find("closed"); it != m.end()) {
-      Break(w, AbortedError(w->tag + ": a peer closed the world (" + it->second + ")"));
+      Break(w, AbortedError(w->label + ": a peer closed the world (" + it->second + ")"));
       return;
     }
     for (auto& p : w->peers) {
@@ -597,7 +618,7 @@ class WorldManager::Impl {
         p.last_change = now;
       } else if (now - p.last_change > Millis(w->opts.heartbeat_timeout_ms)) {
         auto ms = std::chrono::duration_cast<Millis>(now - p.last_change).count();
-        Break(w, AbortedError(w->tag + ": peer rank " + std::to_string(p.rank) + " (pid " +
+        Break(w, AbortedError(w->label + ": peer rank " + std::to_string(p.rank) + " (pid " +
                               std::to_string(p.pid) + ") missed heartbeats for " +
                               std::to_string(ms) + " ms (hung or unreachable)"));
         return;

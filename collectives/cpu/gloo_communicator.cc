@@ -628,8 +628,9 @@ void GlooCommunicator::HandleHeader(int peer, const WireHeader& h) {
       op->hdr_buf->waitSend(nullptr, kForever);
       if (op->payload_buf) op->payload_buf->waitSend(nullptr, kForever);
     } catch (const std::exception& e) {
-      op->work->Complete(AbortedError(who + e.what()));
-      return Break(AbortedError(who + e.what()));
+      Break(AbortedError(who + e.what()));  // first: the owner learns before the op fails
+      op->work->Complete(AbortedError(std::string(error().message())));
+      return;
     }
     if (h.status == kAckOk) {
       op->work->Complete(Status());
@@ -969,6 +970,10 @@ void GlooCommunicator::Break(Status reason, bool from_destructor) {
     std::lock_guard lock(mu_);
     if (broken_) return;
     broken_ = true;
+    // Errors name the communicator (the world manager sets the label to the world's name).
+    if (!options_.label.empty() && !reason.message().starts_with(options_.label)) {
+      reason = reason.WithContext(options_.label);
+    }
     error_ = reason;
     on_broken_pending_ = !from_destructor && static_cast<bool>(options_.on_broken);
     for (auto it = pending_.begin(); it != pending_.end();) {
@@ -994,6 +999,20 @@ void GlooCommunicator::Break(Status reason, bool from_destructor) {
     reaping = reaping_;
   }
   ARCHI_LOG_DEBUG("gloo communicator rank {}/{} broken: {}", rank_, size_, reason.ToString());
+  // Tell the owner before any pending op completes, so that whoever sees an op fail with
+  // kAborted also sees the communicator's owner (e.g. the world) already marked broken.
+  bool notify = false;
+  {
+    std::lock_guard lock(mu_);
+    notify = std::exchange(on_broken_pending_, false);
+  }
+  if (notify) {
+    try {
+      options_.on_broken(reason);
+    } catch (...) {
+      ARCHI_LOG_ERROR("gloo communicator: on_broken callback threw");
+    }
+  }
   KillTransport();  // from here on Gloo touches no user memory
   for (auto& b : recv_waits) b->abortWaitRecv();
   if (reaping && reaping->buf) reaping->buf->abortWaitSend();

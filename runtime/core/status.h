@@ -121,6 +121,9 @@ class [[nodiscard]] Result {
   T* operator->() { return &*value_; }
   const T* operator->() const { return &*value_; }
 
+  // Explicitly ignores the outcome.
+  void IgnoreError() const {}
+
   template <typename U>
   T value_or(U&& fallback) const& {
     return ok() ? *value_ : static_cast<T>(std::forward<U>(fallback));
