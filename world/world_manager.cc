@@ -399,9 +399,13 @@ class WorldManager::Impl {
               std::to_string(w.rank) + "/" + std::to_string(w.size);
     Status st = JoinEpoch(w, d);
     if (!st.ok()) {
-      // Nobody may join this epoch any more; the next attempt opens a new one.
+      // Nobody may join this epoch any more; the next attempt opens a new one. Rank 0 owns the
+      // epoch and drops its keys, so repeated failed attempts (a peer down for hours) leave one
+      // small "closed" key each.
+      auto d2 = Deadline::AfterMs(200);
+      if (w.rank == 0) w.estore->DeletePrefix("", d2).IgnoreError();
       w.estore->Set("closed", "initialisation failed at rank " + std::to_string(w.rank) + ": " +
-                                  std::string(st.message()), Deadline::AfterMs(200))
+                                  std::string(st.message()), d2)
           .IgnoreError();
     }
     return st;
