@@ -375,7 +375,9 @@ class WorldManager::Impl {
         auto e = ParseInt("current epoch", cur);
         if (!e.ok()) return InternalError("corrupt epoch key " + base + "/current: " + cur);
         auto es = epoch_store(static_cast<uint64_t>(*e));
-        bool stale = es->Get("closed", d).ok();
+        // Stale: closed, or already cleaned up (its keys, "size" included, were deleted when
+        // its last rank left), or our rank there is taken by an earlier incarnation.
+        bool stale = es->Get("closed", d).ok() || !es->Get("size", d).ok();
         if (!stale) {
           ARCHI_ASSIGN_OR_RETURN(std::string holder,
                                  es->CompareSet("rank/" + std::to_string(w.rank), "", token, d));
@@ -400,13 +402,17 @@ class WorldManager::Impl {
     Status st = JoinEpoch(w, d);
     if (!st.ok()) {
       // Nobody may join this epoch any more; the next attempt opens a new one. Rank 0 owns the
-      // epoch and drops its keys, so repeated failed attempts (a peer down for hours) leave one
-      // small "closed" key each.
+      // epoch and drops its keys, so repeated failed attempts (a peer down for hours) leave
+      // nothing behind.
       auto d2 = Deadline::AfterMs(200);
-      if (w.rank == 0) w.estore->DeletePrefix("", d2).IgnoreError();
-      w.estore->Set("closed", "initialisation failed at rank " + std::to_string(w.rank) + ": " +
-                                  std::string(st.message()), d2)
-          .IgnoreError();
+      if (w.rank == 0) {
+        // Deleting "size" marks the epoch stale for late joiners; no key is left behind.
+        w.estore->DeletePrefix("", d2).IgnoreError();
+      } else {
+        w.estore->Set("closed", "initialisation failed at rank " + std::to_string(w.rank) + ": " +
+                                    std::string(st.message()), d2)
+            .IgnoreError();
+      }
     }
     return st;
   }

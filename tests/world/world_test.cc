@@ -40,7 +40,7 @@ class WorldTest : public ::testing::Test {
 };
 
 TEST_F(WorldTest, InitSendRecvAndRemove) {
-  InitPair("w");
+  ASSERT_NO_FATAL_FAILURE(InitPair("w"));
   auto info = a_.GetWorld("w");
   ASSERT_TRUE(info.ok());
   EXPECT_EQ(info->state, WorldState::kReady);
@@ -87,7 +87,7 @@ TEST_F(WorldTest, StateCallbackSeesReadyBrokenRemoved) {
     seen.push_back(i.state);
     cv.notify_all();
   });
-  InitPair("cb");
+  ASSERT_NO_FATAL_FAILURE(InitPair("cb"));
   ASSERT_TRUE(b_.RemoveWorld("cb").ok());  // the peer leaves: a's world breaks
   auto w = a_.Barrier("cb");
   EXPECT_EQ(w->Wait(Deadline::AfterMs(3000)).code(), StatusCode::kAborted);
@@ -98,11 +98,11 @@ TEST_F(WorldTest, StateCallbackSeesReadyBrokenRemoved) {
 }
 
 TEST_F(WorldTest, NameIsReusableAndEpochsAdvance) {
-  InitPair("again");
+  ASSERT_NO_FATAL_FAILURE(InitPair("again"));
   uint64_t e1 = a_.GetWorld("again")->epoch;
   ASSERT_TRUE(a_.RemoveWorld("again").ok());
   ASSERT_TRUE(b_.RemoveWorld("again").ok());
-  InitPair("again");
+  ASSERT_NO_FATAL_FAILURE(InitPair("again"));
   EXPECT_GT(a_.GetWorld("again")->epoch, e1);
   EXPECT_EQ(a_.GetWorld("again")->epoch, b_.GetWorld("again")->epoch);
 }
@@ -140,7 +140,7 @@ TEST_F(WorldTest, BadInputGetsClearErrors) {
   EXPECT_EQ(a_.RemoveWorld("nope").code(), StatusCode::kNotFound);
   EXPECT_EQ(a_.GetWorld("nope").status().code(), StatusCode::kNotFound);
 
-  InitPair("dup");
+  ASSERT_NO_FATAL_FAILURE(InitPair("dup"));
   EXPECT_EQ(a_.InitializeWorld("dup", 0, 2, store_, o).code(), StatusCode::kAlreadyExists);
   ASSERT_TRUE(a_.RemoveWorld("dup").ok());
   EXPECT_EQ(a_.Send("dup", t, 1)->Wait(Deadline::AfterMs(100)).code(), StatusCode::kNotFound);
@@ -168,7 +168,7 @@ TEST_F(WorldTest, MissingPeerTimesOutWithinTheInitDeadline) {
 }
 
 TEST_F(WorldTest, DtypeAndSizeMismatchAreReported) {
-  InitPair("mm");
+  ASSERT_NO_FATAL_FAILURE(InitPair("mm"));
   std::vector<float> f(10, 1.0f);
   std::vector<int32_t> i(10, 0);
   auto tf = Tensor::View(f.data(), {10}, DType::kF32).value();
