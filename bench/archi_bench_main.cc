@@ -1,0 +1,110 @@
+// archi-bench: Archipelago benchmarks.
+//
+//   mpirun --allow-run-as-root --oversubscribe -np 2 archi-bench p2p --out docs/bench
+//   archi-bench faults --out docs/bench
+//
+// `p2p` is the MultiWorld overhead experiment (1 world vs 4 worlds vs Open MPI send/recv),
+// `faults` times world creation, dead-peer (SIGKILL) and hung-peer (SIGSTOP) detection and
+// RemoveWorld of a broken world. See bench/p2p/p2p_bench.h and bench/faults/faults_bench.h, and
+// docs/benchmarks.md for results.
+#include <CLI/CLI.hpp>
+#include <string>
+#include <vector>
+
+#include "bench/faults/faults_bench.h"
+#include "bench/p2p/p2p_bench.h"
+
+int main(int argc, char** argv) {
+  using archi::bench::FaultsOptions;
+  using archi::bench::FaultsPeerOptions;
+  using archi::bench::P2POptions;
+  std::vector<std::string> command(argv, argv + argc);
+
+  CLI::App app{"archi-bench: Archipelago benchmarks (timings are reported, never asserted)"};
+  app.require_subcommand(1);
+
+  P2POptions p2p;
+  auto* p2p_cmd = app.add_subcommand(
+      "p2p",
+      "MultiWorld overhead: rank 1 sends float32 tensors (3^0..3^11 elements, 1/4/16 MiB) to rank "
+      "0 over 1 world, over 1 world while 3 idle worlds exist, and over Open MPI send/recv. Run "
+      "with: mpirun --allow-run-as-root --oversubscribe -np 2 archi-bench p2p");
+  p2p_cmd->add_option("--out", p2p.out_dir, "output directory (p2p.md, p2p.csv, p2p_raw.csv, p2p.png)")
+      ->capture_default_str();
+  p2p_cmd->add_flag("--quick", p2p.quick, "smoke run: 3 sizes, 1 repetition, 5..50 iterations");
+  p2p_cmd->add_option("--target-s", p2p.target_s, "seconds one measurement aims at")
+      ->capture_default_str()
+      ->check(CLI::Range(0.001, 60.0));
+  p2p_cmd->add_option("--min-iters", p2p.min_iters, "fewest iterations (messages) per measurement")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1'000'000));
+  p2p_cmd->add_option("--max-iters", p2p.max_iters, "most iterations (messages) per measurement")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1'000'000));
+  p2p_cmd->add_option("--reps", p2p.reps, "repetitions of each measurement (median reported)")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 100));
+  p2p_cmd->add_option("--idle-worlds", p2p.idle_worlds, "idle worlds of the multi-world variant")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 64));
+  p2p_cmd->add_option("--wait-timeout-ms", p2p.wait_timeout_ms, "wait limit of every world op")
+      ->capture_default_str()
+      ->check(CLI::Range(100, 3'600'000));
+  p2p_cmd->add_option("--log-level", p2p.log_level, "Archipelago log level (trace..off)")
+      ->capture_default_str();
+
+  FaultsOptions faults;
+  auto* faults_cmd = app.add_subcommand(
+      "faults",
+      "World creation time, dead-peer (SIGKILL) and hung-peer (SIGSTOP) detection, RemoveWorld of "
+      "a broken world; spawns its peer processes itself (no MPI needed)");
+  faults_cmd->add_option("--out", faults.out_dir, "output directory (faults.md, faults.csv, ...)")
+      ->capture_default_str();
+  faults_cmd->add_flag("--quick", faults.quick,
+                       "smoke run: 3 cycles, 2+2 SIGKILL trials, 1 SIGSTOP trial, 400 ms timeout");
+  faults_cmd->add_option("--create-cycles", faults.create_cycles, "world create/remove cycles")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 10'000));
+  faults_cmd->add_option("--trials", faults.kill_trials, "SIGKILL trials (each of 2 variants)")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 10'000));
+  faults_cmd->add_option("--stop-trials", faults.stop_trials, "SIGSTOP (hung peer) trials")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 10'000));
+  faults_cmd->add_option("--hb-interval-ms", faults.hb_interval_ms,
+                         "heartbeat interval (default: ARCHI_HEARTBEAT_INTERVAL_MS or 100)")
+      ->check(CLI::Range(10, 60'000));
+  faults_cmd->add_option("--hb-timeout-ms", faults.hb_timeout_ms,
+                         "hung-peer timeout (default: ARCHI_HEARTBEAT_TIMEOUT_MS or 2000)")
+      ->check(CLI::Range(50, 3'600'000));
+  faults_cmd->add_option("--log-level", faults.log_level, "Archipelago log level (trace..off)")
+      ->capture_default_str();
+
+  // Internal: the peer process `faults` spawns. Hidden from --help (empty group).
+  FaultsPeerOptions peer;
+  auto* peer_cmd = app.add_subcommand("faults-peer", "internal: peer process of `faults`");
+  peer_cmd->group("");
+  peer_cmd->add_option("--store", peer.store)->required();
+  peer_cmd->add_option("--mode", peer.mode)->required()->check(CLI::IsMember({"hold", "cycle"}));
+  peer_cmd->add_option("--world", peer.world);
+  peer_cmd->add_option("--cycles", peer.cycles);
+  peer_cmd->add_option("--hb-interval-ms", peer.hb_interval_ms);
+  peer_cmd->add_option("--hb-timeout-ms", peer.hb_timeout_ms);
+  peer_cmd->add_option("--log-level", peer.log_level);
+
+  CLI11_PARSE(app, argc, argv);
+
+  if (*p2p_cmd) {
+    if (p2p.min_iters > p2p.max_iters) {
+      std::fprintf(stderr, "archi-bench p2p: --min-iters exceeds --max-iters\n");
+      return 2;
+    }
+    p2p.command = command;
+    return archi::bench::RunP2P(std::move(p2p), &argc, &argv);
+  }
+  if (*faults_cmd) {
+    faults.command = command;
+    return archi::bench::RunFaults(std::move(faults));
+  }
+  return archi::bench::RunFaultsPeer(peer);
+}
