@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <cstdio>
 #include <sstream>
 #include <thread>
@@ -47,14 +48,14 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
 
   std::vector<Spec> specs;
-  for (const auto& w : world_args) {
+  for (const auto& arg : world_args) {
     Spec s;
-    std::replace_if(const_cast<std::string&>(w).begin(), const_cast<std::string&>(w).end(),
-                    [](char c) { return c == ':'; }, ' ');
+    std::string w = arg;
+    std::replace(w.begin(), w.end(), ':', ' ');
     std::istringstream in(w);
     in >> s.name >> s.rank >> s.size >> s.elems;
     if (!in || s.elems < 1) {
-      std::fprintf(stderr, "bad --world %s\n", w.c_str());
+      std::fprintf(stderr, "bad --world %s (want NAME:RANK:SIZE:ELEMS)\n", arg.c_str());
       return 2;
     }
     specs.push_back(s);
