@@ -25,14 +25,20 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
+#include "runtime/core/device_buffer.h"
 #include "runtime/core/status.h"
 #include "runtime/core/tensor.h"
 
 namespace archi::model {
 
 enum class Architecture : uint8_t { kBertEncoder = 0, kLlamaDecoder = 1 };
+
+// "bert" | "llama" (the names used in config.json).
+std::string_view ArchitectureName(Architecture arch);
+Result<Architecture> ParseArchitecture(std::string_view name);
 
 struct ModelConfig {
   Architecture architecture = Architecture::kBertEncoder;
@@ -53,12 +59,16 @@ struct ModelConfig {
   // Parses and validates (positive sizes, H divisible by heads, Hq % Hkv == 0, known names).
   static Result<ModelConfig> FromJson(const std::string& json_text);
   std::string ToJson() const;
+  friend bool operator==(const ModelConfig&, const ModelConfig&) = default;
 };
 
 struct LayerRange {
   int64_t begin = 0;
   int64_t end = -1;  // exclusive; -1 = num_layers
 };
+
+// Replaces end == -1 by num_layers; kInvalidArgument for an empty or out-of-bounds range.
+Result<LayerRange> ResolveLayerRange(const ModelConfig& config, LayerRange range);
 
 // name -> shape, for every tensor a stage holding `range` must load.
 Result<std::map<std::string, std::vector<int64_t>>> ExpectedTensors(const ModelConfig& config,
@@ -89,7 +99,16 @@ class Model {
   friend class ModelLoader;
 };
 
-// Writes a tiny deterministic random model (for tests and benchmarks) to `dir`.
+// Copies every tensor of `model` into its own DeviceBuffer on `device` (one tensor at a time,
+// straight from the mapping). kUnavailable when the device cannot allocate (no CUDA support,
+// driver or GPU), naming the tensor. Blocks until all copies are done.
+Result<std::map<std::string, DeviceBuffer>> UploadToDevice(const Model& model, Device device);
+
+// Writes a tiny deterministic random model (for tests and benchmarks) to `dir` (created if
+// needed): config.json and model.safetensors, byte-identical for the same config and seed.
+// Each tensor draws from its own std::mt19937_64 seeded by (seed, tensor name): Linear weights
+// and embeddings uniform in [-1, 1] / sqrt(fan_in) (embeddings: [-0.1, 0.1]), biases uniform in
+// [-0.02, 0.02], norm weights 1 and biases 0. Values are rounded to config.dtype.
 Status WriteRandomModel(const std::string& dir, const ModelConfig& config, uint64_t seed);
 
 }  // namespace archi::model
