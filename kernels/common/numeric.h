@@ -95,4 +95,35 @@ ARCHI_HD float RotaryAngle(int64_t position, int i, int dim, float theta) {
   return static_cast<float>(position) * powf(theta, -2.0f * static_cast<float>(i) / static_cast<float>(dim));
 }
 
+// SwiGLU gate: silu(gate) * up.
+ARCHI_HD float SwiGlu(float gate, float up) { return Silu(gate) * up; }
+
+// Normalisation: the reciprocal standard deviation of LayerNorm (var = mean of squared
+// deviations) and RMSNorm (var = mean of squares).
+ARCHI_HD float NormRstd(float var, float eps) { return 1.0f / sqrtf(var + eps); }
+// LayerNorm of one element given the row's mean and rstd.
+ARCHI_HD float LayerNormApply(float x, float mean, float rstd, float gamma, float beta) {
+  return (x - mean) * rstd * gamma + beta;
+}
+// L2 normalisation scale of a row with sum of squares `ss` (PyTorch F.normalize: x / max(|x|,
+// eps)).
+ARCHI_HD float L2Scale(float ss, float eps) { return 1.0f / fmaxf(sqrtf(ss), eps); }
+
+// Online softmax (attention): running max `m` and running sum `l` of exp(s - m). Feeding the
+// block maximum `block_max` returns the factor by which the accumulated sum and output must be
+// rescaled; m is updated. Start with m = -INFINITY, l = 0.
+ARCHI_HD float OnlineSoftmaxRescale(float& m, float block_max) {
+  const float m_new = fmaxf(m, block_max);
+  const float factor = (m == -INFINITY) ? 0.0f : expf(m - m_new);
+  m = m_new;
+  return factor;
+}
+
+// Rotary "rotate half": rotates the pair (x1 = x[i], x2 = x[i + D/2]) by `angle`.
+ARCHI_HD void RotatePair(float& x1, float& x2, float cos_a, float sin_a) {
+  const float a = x1, b = x2;
+  x1 = a * cos_a - b * sin_a;
+  x2 = b * cos_a + a * sin_a;
+}
+
 }  // namespace archi::kernels
