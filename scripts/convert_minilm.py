@@ -111,7 +111,7 @@ def main():
         fail("expected hidden_act=gelu and absolute position embeddings")
 
     config = {
-        "architecture": "bert_encoder",
+        "architecture": "bert",
         "vocab_size": hf["vocab_size"],
         "hidden_size": hf["hidden_size"],
         "num_layers": hf["num_hidden_layers"],

