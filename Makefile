@@ -30,6 +30,8 @@ build: configure
 	@cmake --build $(BUILD_DIR) -j $(JOBS)
 
 demo: build
+	@bash scripts/fetch_model.sh $(BUILD_DIR) \
+	  || echo "warning: real model (all-MiniLM-L6-v2) not fetched; its tests skip and archi-embed has no model"
 	@bash scripts/demo.sh $(BUILD_DIR)
 
 test: build

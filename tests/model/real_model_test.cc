@@ -5,13 +5,13 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
-#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
+#include "runtime/core/params.h"
 #include "runtime/model/bert.h"
 #include "runtime/model/model.h"
 #include "runtime/model/wordpiece.h"
@@ -277,10 +277,7 @@ TEST_F(TinyBertTest, BadInputs) {
 
 // ---- The real model ----------------------------------------------------------------------------
 
-std::string MiniLmDir() {
-  const char* env = std::getenv("ARCHI_MINILM_DIR");
-  return env && *env ? env : ARCHI_MINILM_DEFAULT_DIR;
-}
+std::string MiniLmDir() { return EnvString("ARCHI_MINILM_DIR", ARCHI_MINILM_DEFAULT_DIR); }
 
 struct Reference {
   std::vector<std::string> texts;
