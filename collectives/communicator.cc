@@ -11,6 +11,9 @@
 #include "archi/config.h"
 #include "collectives/cpu/gloo_communicator.h"
 #include "collectives/work_impl.h"
+#if ARCHI_HAVE_NCCL
+#include "collectives/nccl/nccl_communicator.h"
+#endif
 
 namespace archi {
 
@@ -37,6 +40,16 @@ Result<BackendKind> ParseBackend(std::string_view name) {
                               "' (expected 'gloo' or 'nccl')");
 }
 
+bool BackendCompiledIn(BackendKind kind) {
+  switch (kind) {
+    case BackendKind::kGloo:
+      return true;
+    case BackendKind::kNccl:
+      return ARCHI_HAVE_NCCL != 0;
+  }
+  return false;
+}
+
 namespace {
 // A peer that dies mid-transfer must fail an op, not kill this process: socket transports (Gloo)
 // write with plain write(2), which raises SIGPIPE on a closed connection. Ignore SIGPIPE unless
@@ -61,9 +74,11 @@ Result<std::unique_ptr<Communicator>> CreateCommunicator(BackendKind kind, int r
       case BackendKind::kGloo:
         return GlooCommunicator::Create(rank, size, std::move(store), std::move(options));
       case BackendKind::kNccl:
-        // The NCCL backend is not part of this build yet (ARCHI_HAVE_NCCL only says the library
-        // was found).
-        return UnimplementedError("NCCL backend not built");
+#if ARCHI_HAVE_NCCL
+        return NcclCommunicator::Create(rank, size, std::move(store), std::move(options));
+#else
+        return UnimplementedError("NCCL backend not built (NCCL or the CUDA toolkit not found)");
+#endif
     }
     return InvalidArgumentError("unknown backend kind " + std::to_string(static_cast<int>(kind)));
   } catch (const std::exception& e) {

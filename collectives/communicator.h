@@ -61,6 +61,9 @@ struct CommOptions {
   int64_t op_timeout_ms = 30'000;
   // Interface address the transport binds to (Gloo TCP). Empty: 127.0.0.1.
   std::string hostname;
+  // Accelerator device index for backends that run on one (NCCL: the CUDA device of this rank's
+  // stream and tensors). -1: rank modulo the number of visible devices. Ignored by Gloo.
+  int device_index = -1;
   // Prefix of every error message and log line of this communicator, e.g. "world 'w0' e3 rank 0/2"
   // (the world manager sets it so errors name the world). Empty: "comm rank R/S".
   std::string label;
@@ -103,6 +106,10 @@ class Communicator {
   // The reason it broke (OK while healthy).
   virtual Status error() const = 0;
 };
+
+// True when `kind` is compiled into this build (Gloo always; NCCL when the toolkit was found).
+// A compiled-in backend may still fail at run time (NCCL without a GPU: kUnavailable).
+bool BackendCompiledIn(BackendKind kind);
 
 // Creates a communicator of `kind` for (rank, size), rendezvousing through `store` (which should
 // already be scoped to this group, e.g. a PrefixStore). Blocks until connected or
