@@ -203,27 +203,38 @@ Status BertEncoder::ForwardLayers(Tensor& hidden, const Tensor& lengths, LayerRa
                                   "]");
     }
   }
+  if (sub.begin == sub.end) return Status::Ok();
+  ARCHI_ASSIGN_OR_RETURN(Workspace ws, MakeWorkspace(hidden.shape()[0], s, hidden.dtype()));
   for (int64_t i = sub.begin; i < sub.end; ++i) {
-    ARCHI_RETURN_IF_ERROR(RunLayer(layers_[static_cast<size_t>(i - range_.begin)], hidden, lengths)
-                              .WithContext("layer " + std::to_string(i)));
+    ARCHI_RETURN_IF_ERROR(
+        RunLayer(layers_[static_cast<size_t>(i - range_.begin)], hidden, lengths, ws)
+            .WithContext("layer " + std::to_string(i)));
   }
   return Status::Ok();
 }
 
-Status BertEncoder::RunLayer(const Layer& l, Tensor& x, const Tensor& lengths) const {
+Result<BertEncoder::Workspace> BertEncoder::MakeWorkspace(int64_t b, int64_t s, DType dt) const {
   const ModelConfig& cfg = config();
-  const int64_t b = x.shape()[0], s = x.shape()[1], h = cfg.hidden_size;
-  const int64_t heads = cfg.num_heads, d = cfg.head_dim(), inter = cfg.intermediate_size;
-  const DType dt = x.dtype();
+  const int64_t h = cfg.hidden_size, heads = cfg.num_heads, d = cfg.head_dim();
+  Workspace ws;
+  ARCHI_ASSIGN_OR_RETURN(ws.qkv, Tensor::Empty({b, s, 3 * h}, dt));
+  ARCHI_ASSIGN_OR_RETURN(ws.q, Tensor::Empty({b, heads, s, d}, dt));
+  ARCHI_ASSIGN_OR_RETURN(ws.k, Tensor::Empty({b, heads, s, d}, dt));
+  ARCHI_ASSIGN_OR_RETURN(ws.v, Tensor::Empty({b, heads, s, d}, dt));
+  ARCHI_ASSIGN_OR_RETURN(ws.attn, Tensor::Empty({b, heads, s, d}, dt));
+  ARCHI_ASSIGN_OR_RETURN(ws.merged, Tensor::Empty({b, s, h}, dt));
+  ARCHI_ASSIGN_OR_RETURN(ws.tmp, Tensor::Empty({b, s, h}, dt));
+  ARCHI_ASSIGN_OR_RETURN(ws.up, Tensor::Empty({b, s, cfg.intermediate_size}, dt));
+  return ws;
+}
 
-  ARCHI_ASSIGN_OR_RETURN(Tensor qkv, Tensor::Empty({b, s, 3 * h}, dt));
-  ARCHI_ASSIGN_OR_RETURN(Tensor q, Tensor::Empty({b, heads, s, d}, dt));
-  ARCHI_ASSIGN_OR_RETURN(Tensor kk, Tensor::Empty({b, heads, s, d}, dt));
-  ARCHI_ASSIGN_OR_RETURN(Tensor v, Tensor::Empty({b, heads, s, d}, dt));
-  ARCHI_ASSIGN_OR_RETURN(Tensor attn, Tensor::Empty({b, heads, s, d}, dt));
-  ARCHI_ASSIGN_OR_RETURN(Tensor merged, Tensor::Empty({b, s, h}, dt));
-  ARCHI_ASSIGN_OR_RETURN(Tensor tmp, Tensor::Empty({b, s, h}, dt));
-  ARCHI_ASSIGN_OR_RETURN(Tensor up, Tensor::Empty({b, s, inter}, dt));
+Status BertEncoder::RunLayer(const Layer& l, Tensor& x, const Tensor& lengths,
+                             Workspace& ws) const {
+  const ModelConfig& cfg = config();
+  const int64_t b = x.shape()[0], s = x.shape()[1];
+  const int64_t heads = cfg.num_heads, d = cfg.head_dim();
+  Tensor &qkv = ws.qkv, &q = ws.q, &kk = ws.k, &v = ws.v, &attn = ws.attn, &merged = ws.merged,
+         &tmp = ws.tmp, &up = ws.up;
 
   // Self-attention block (post-norm): x = LN(x + out(attn(q, k, v))).
   ARCHI_RETURN_IF_ERROR(k::Gemm(x, l.qkv_weight, &l.qkv_bias, qkv, {}, ctx_));

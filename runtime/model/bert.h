@@ -57,8 +57,14 @@ class BertEncoder {
     Tensor up_weight, up_bias, down_weight, down_bias, mlp_norm_weight, mlp_norm_bias;
   };
 
+  // Activations of one layer, allocated once per call and reused by every layer.
+  struct Workspace {
+    Tensor qkv, q, k, v, attn, merged, tmp, up;
+  };
+
   BertEncoder() = default;
-  Status RunLayer(const Layer& layer, Tensor& x, const Tensor& lengths) const;
+  Result<Workspace> MakeWorkspace(int64_t batch, int64_t seq, DType dtype) const;
+  Status RunLayer(const Layer& layer, Tensor& x, const Tensor& lengths, Workspace& ws) const;
 
   std::shared_ptr<const Model> model_;
   kernels::KernelContext ctx_;
