@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs the benchmarks (`make bench`): archi-bench p2p under mpirun (2 ranks on this host),
-# archi-bench faults and archi-bench encode (the real model, fetched first). Usage: bash scripts/bench.sh [BUILD_DIR] [OUT_DIR]
+# archi-bench faults and archi-bench encode (the real model, fetched first).
+# Usage: bash scripts/bench.sh [BUILD_DIR] [OUT_DIR]
 #   BUILD_DIR  the CMake build directory holding bench/archi-bench (default: build)
 #   OUT_DIR    where the markdown tables, CSVs and PNG plots go (default: docs/bench)
 # Timings are printed and written, never checked. A missing MPI skips p2p (with a message)
