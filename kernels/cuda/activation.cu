@@ -1,7 +1,6 @@
 // Element-wise kernels: grid-stride loops (launch_config.h ElementwiseBlocks), f32 math from
 // kernels/common/numeric.h, one rounding to the storage type per output.
 #include "kernels/cuda/activation.cuh"
-
 #include "kernels/cuda/device_common.cuh"
 
 namespace archi::kernels::cuda {

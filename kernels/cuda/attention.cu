@@ -3,7 +3,7 @@
 // Block (row_block, kv_head, batch) owns `warps` query rows of one kv head's group; row r of the
 // group is query head kv_head * G + r / q_len at position r % q_len (G = q_heads / kv_heads), so
 // for GQA the K/V tiles are loaded once for all query heads sharing them. Per tile of 32 keys:
-//   1. the block loads K and V (f32, rows padded to D+1 floats) into shared memory;
+//   1. the block loads K and V (f32, rows padded to an odd pitch) into shared memory;
 //   2. lane j of each warp computes the score of key j against the warp's query row (q pre-scaled
 //      in shared memory), masked to -inf for padding (>= key length) and causal positions;
 //   3. the warp's running max m and sum l are updated with numeric.h OnlineSoftmaxRescale, and
@@ -11,7 +11,6 @@
 // Output = acc / l (zeros when no key was visible). Causal blocks stop at the last key any of
 // their rows can see.
 #include "kernels/cuda/attention.cuh"
-
 #include "kernels/cuda/device_common.cuh"
 
 namespace archi::kernels::cuda {
@@ -22,7 +21,9 @@ __global__ void AttentionKernel(AttentionArgs a) {
   using S = typename T::Storage;
   extern __shared__ float smem[];
   const int d_total = static_cast<int>(a.head_dim);
-  const int pitch = d_total + 1;
+  // Odd row pitch: lane j reading k_tile[j * pitch + d] hits bank (j * pitch + d) % 32, all
+  // distinct. (launch_config.h sizes the tiles for D + 1, an upper bound.)
+  const int pitch = d_total | 1;
   float* k_tile = smem;
   float* v_tile = k_tile + kAttnKeyTile * pitch;
   const int warps = static_cast<int>(blockDim.x / kWarpSize);
@@ -169,15 +170,15 @@ LaunchResult InvokeAttention(cudaDataType_t dtype, const AttentionArgs& a, cudaS
 }
 
 LaunchResult InvokeKvAppend(const void* src, void* dst, int64_t rows, int64_t src_len,
-                            int64_t dst_capacity, int64_t start, int64_t head_dim,
-                            size_t elem_size, cudaStream_t stream) {
+                            int64_t dst_capacity, int64_t start, int64_t head_dim, size_t elem_size,
+                            cudaStream_t stream) {
   if (rows == 0 || src_len == 0 || head_dim == 0) return LaunchResult::Ok();
   const size_t row_bytes = static_cast<size_t>(head_dim) * elem_size;
   ARCHI_CU_RETURN_IF_ERROR(cudaMemcpy2DAsync(
       static_cast<char*>(dst) + static_cast<size_t>(start) * row_bytes,
       static_cast<size_t>(dst_capacity) * row_bytes, src, static_cast<size_t>(src_len) * row_bytes,
-      static_cast<size_t>(src_len) * row_bytes, static_cast<size_t>(rows),
-      cudaMemcpyDeviceToDevice, stream));
+      static_cast<size_t>(src_len) * row_bytes, static_cast<size_t>(rows), cudaMemcpyDeviceToDevice,
+      stream));
   return LaunchResult::Ok();
 }
 

@@ -32,7 +32,7 @@ LaunchResult InvokeAttention(cudaDataType_t dtype, const AttentionArgs& args, cu
 // Copies src [rows, src_len, head_dim] into dst [rows, dst_capacity, head_dim] at position
 // `start` of each row (rows = batch * heads): one 2D memcpy on the stream. elem_size in bytes.
 LaunchResult InvokeKvAppend(const void* src, void* dst, int64_t rows, int64_t src_len,
-                            int64_t dst_capacity, int64_t start, int64_t head_dim,
-                            size_t elem_size, cudaStream_t stream);
+                            int64_t dst_capacity, int64_t start, int64_t head_dim, size_t elem_size,
+                            cudaStream_t stream);
 
 }  // namespace archi::kernels::cuda

@@ -8,6 +8,7 @@
 #include <cuda_runtime.h>
 #include <library_types.h>
 
+#include <algorithm>
 #include <cmath>
 #include <string>
 #include <utility>
@@ -93,12 +94,12 @@ int64_t RowsOf(const Tensor& t) {
   return cols == 0 ? 0 : t.numel() / cols;
 }
 
-#define ARCHI_CUDA_OP(device, launch)             \
-  do {                                            \
-    ScopedDevice archi_scoped_device_;            \
+#define ARCHI_CUDA_OP(device, launch)                          \
+  do {                                                         \
+    ScopedDevice archi_scoped_device_;                         \
     ARCHI_RETURN_IF_ERROR(archi_scoped_device_.Enter(device)); \
-    ARCHI_RETURN_IF_ERROR(ToStatus(launch));      \
-    return Status::Ok();                          \
+    ARCHI_RETURN_IF_ERROR(ToStatus(launch));                   \
+    return Status::Ok();                                       \
   } while (0)
 
 }  // namespace
@@ -138,17 +139,17 @@ Status BatchedGemm(const Tensor& a, const Tensor& b, Tensor& c, const GemmOption
 }
 
 Status Embedding(const Tensor& ids, const Tensor& table, Tensor& out, const KernelContext& ctx) {
-  ARCHI_CUDA_OP(table.device(),
-                InvokeEmbedding(CudaType(table.dtype()), ids.data(), ids.dtype() == DType::kI64,
-                                table.data(), out.data(), ids.numel(), table.shape()[0],
-                                table.shape()[1], StreamOf(ctx)));
+  ARCHI_CUDA_OP(
+      table.device(),
+      InvokeEmbedding(CudaType(table.dtype()), ids.data(), ids.dtype() == DType::kI64, table.data(),
+                      out.data(), ids.numel(), table.shape()[0], table.shape()[1], StreamOf(ctx)));
 }
 
 Status LayerNorm(const Tensor& x, const Tensor& gamma, const Tensor& beta, float eps, Tensor& y,
                  const KernelContext& ctx) {
-  ARCHI_CUDA_OP(x.device(), InvokeLayerNorm(CudaType(x.dtype()), x.data(), gamma.data(),
-                                            beta.data(), y.data(), RowsOf(x), LastDim(x), eps,
-                                            StreamOf(ctx)));
+  ARCHI_CUDA_OP(x.device(),
+                InvokeLayerNorm(CudaType(x.dtype()), x.data(), gamma.data(), beta.data(), y.data(),
+                                RowsOf(x), LastDim(x), eps, StreamOf(ctx)));
 }
 
 Status RmsNorm(const Tensor& x, const Tensor& gamma, float eps, Tensor& y,
@@ -199,8 +200,9 @@ AttentionArgs MakeAttentionArgs(const Tensor& q, const Tensor& k, const Tensor& 
   a.kv_heads = k.shape()[1];
   a.kv_capacity = k.shape()[2];
   a.kv_len = a.kv_capacity;
-  a.scale = opts.scale != 0.0f ? opts.scale
-                               : 1.0f / std::sqrt(static_cast<float>(std::max<int64_t>(a.head_dim, 1)));
+  a.scale = opts.scale != 0.0f
+                ? opts.scale
+                : 1.0f / std::sqrt(static_cast<float>(std::max<int64_t>(a.head_dim, 1)));
   a.causal = opts.causal;
   return a;
 }
@@ -223,19 +225,17 @@ Status KvAppend(KvCache& cache, const Tensor& k_new, const Tensor& v_new,
   const size_t elem = DTypeSize(k_new.dtype());
   ScopedDevice scoped;
   ARCHI_RETURN_IF_ERROR(scoped.Enter(k_new.device()));
-  ARCHI_RETURN_IF_ERROR(ToStatus(InvokeKvAppend(k_new.data(), cache.k.data(), rows, s[2],
-                                                capacity, cache.length, s[3], elem,
-                                                StreamOf(ctx))));
-  ARCHI_RETURN_IF_ERROR(ToStatus(InvokeKvAppend(v_new.data(), cache.v.data(), rows, s[2],
-                                                capacity, cache.length, s[3], elem,
-                                                StreamOf(ctx))));
+  ARCHI_RETURN_IF_ERROR(ToStatus(InvokeKvAppend(k_new.data(), cache.k.data(), rows, s[2], capacity,
+                                                cache.length, s[3], elem, StreamOf(ctx))));
+  ARCHI_RETURN_IF_ERROR(ToStatus(InvokeKvAppend(v_new.data(), cache.v.data(), rows, s[2], capacity,
+                                                cache.length, s[3], elem, StreamOf(ctx))));
   cache.length += s[2];
   return Status::Ok();
 }
 
 // Always causal: q holds the newest Sq positions of the cache's first `length`.
-Status AttentionKv(const Tensor& q, const KvCache& cache, Tensor& out,
-                   const AttentionOptions& opts, const KernelContext& ctx) {
+Status AttentionKv(const Tensor& q, const KvCache& cache, Tensor& out, const AttentionOptions& opts,
+                   const KernelContext& ctx) {
   AttentionArgs a = MakeAttentionArgs(q, cache.k, cache.v, out, opts);
   a.kv_len = cache.length;
   a.causal = true;

@@ -95,16 +95,16 @@ __device__ __forceinline__ float RowReduce(float v, float* scratch) {
 }  // namespace archi::kernels::cuda
 
 // Calls fn<F32|F16|BF16>(args...) for a cudaDataType_t and returns its LaunchResult.
-#define ARCHI_CUDA_DISPATCH_FLOAT(dtype, fn, ...)                                            \
-  switch (dtype) {                                                                           \
-    case CUDA_R_32F:                                                                         \
-      return fn<::archi::kernels::cuda::F32>(__VA_ARGS__);                                   \
-    case CUDA_R_16F:                                                                         \
-      return fn<::archi::kernels::cuda::F16>(__VA_ARGS__);                                   \
-    case CUDA_R_16BF:                                                                        \
-      return fn<::archi::kernels::cuda::BF16>(__VA_ARGS__);                                  \
-    default:                                                                                 \
-      return ::archi::kernels::cuda::MakeLaunchError(                                        \
-          ::archi::kernels::cuda::LaunchCode::kInvalidArgument,                              \
+#define ARCHI_CUDA_DISPATCH_FLOAT(dtype, fn, ...)                                              \
+  switch (dtype) {                                                                             \
+    case CUDA_R_32F:                                                                           \
+      return fn<::archi::kernels::cuda::F32>(__VA_ARGS__);                                     \
+    case CUDA_R_16F:                                                                           \
+      return fn<::archi::kernels::cuda::F16>(__VA_ARGS__);                                     \
+    case CUDA_R_16BF:                                                                          \
+      return fn<::archi::kernels::cuda::BF16>(__VA_ARGS__);                                    \
+    default:                                                                                   \
+      return ::archi::kernels::cuda::MakeLaunchError(                                          \
+          ::archi::kernels::cuda::LaunchCode::kInvalidArgument,                                \
           "unsupported dtype " + std::to_string(static_cast<int>(dtype)), __FILE__, __LINE__); \
   }

@@ -1,8 +1,7 @@
 // Embedding kernel: blocks walk the output rows (grid-stride), threads copy the row's elements
 // (a plain copy of the storage type: no conversion, bit-exact with the CPU).
-#include "kernels/cuda/embedding.cuh"
-
 #include "kernels/cuda/device_common.cuh"
+#include "kernels/cuda/embedding.cuh"
 
 namespace archi::kernels::cuda {
 namespace {
@@ -60,12 +59,12 @@ LaunchResult LaunchEmbedding(const void* ids, bool ids_i64, const void* table, v
   const auto blocks = static_cast<unsigned>(std::min<int64_t>(count, kMaxElementwiseBlocks));
   if (ids_i64) {
     EmbeddingKernel<T, int64_t><<<blocks, threads, 0, stream>>>(
-        static_cast<const int64_t*>(ids), static_cast<const S*>(table), static_cast<S*>(out),
-        count, vocab, hidden, bad.get());
+        static_cast<const int64_t*>(ids), static_cast<const S*>(table), static_cast<S*>(out), count,
+        vocab, hidden, bad.get());
   } else {
     EmbeddingKernel<T, int32_t><<<blocks, threads, 0, stream>>>(
-        static_cast<const int32_t*>(ids), static_cast<const S*>(table), static_cast<S*>(out),
-        count, vocab, hidden, bad.get());
+        static_cast<const int32_t*>(ids), static_cast<const S*>(table), static_cast<S*>(out), count,
+        vocab, hidden, bad.get());
   }
   ARCHI_CU_RETURN_IF_LAUNCH_FAILED();
   unsigned long long host[2] = {0, 0};
@@ -74,8 +73,8 @@ LaunchResult LaunchEmbedding(const void* ids, bool ids_i64, const void* table, v
   ARCHI_CU_RETURN_IF_ERROR(cudaStreamSynchronize(stream));
   if (host[0] != 0) {
     return MakeLaunchError(LaunchCode::kOutOfRange,
-                           "Embedding: ids[" + std::to_string(host[0] - 1) + "] = " +
-                               std::to_string(static_cast<long long>(host[1])) +
+                           "Embedding: ids[" + std::to_string(host[0] - 1) +
+                               "] = " + std::to_string(static_cast<long long>(host[1])) +
                                " is outside [0, " + std::to_string(vocab) + ")",
                            __FILE__, __LINE__);
   }
@@ -84,9 +83,9 @@ LaunchResult LaunchEmbedding(const void* ids, bool ids_i64, const void* table, v
 
 }  // namespace
 
-LaunchResult InvokeEmbedding(cudaDataType_t dtype, const void* ids, bool ids_i64,
-                             const void* table, void* out, int64_t count, int64_t vocab,
-                             int64_t hidden, cudaStream_t stream) {
+LaunchResult InvokeEmbedding(cudaDataType_t dtype, const void* ids, bool ids_i64, const void* table,
+                             void* out, int64_t count, int64_t vocab, int64_t hidden,
+                             cudaStream_t stream) {
   if (count == 0 || hidden == 0) return LaunchResult::Ok();
   ARCHI_CUDA_DISPATCH_FLOAT(dtype, LaunchEmbedding, ids, ids_i64, table, out, count, vocab, hidden,
                             stream);

@@ -2,13 +2,13 @@
 // C^T = op(B)^T-as-stored @ A^T: cuBLASLt's "A" is our b (ld k, transposed when trans_b), its "B"
 // is our a (ld k), its D is our c (ld n), and a bias of n elements is one per row of D^T, which
 // is what CUBLASLT_EPILOGUE_BIAS adds (broadcast over the other dimension).
-#include "kernels/cuda/gemm.cuh"
-
 #include <cublasLt.h>
 
 #include <memory>
 #include <mutex>
 #include <unordered_map>
+
+#include "kernels/cuda/gemm.cuh"
 
 namespace archi::kernels::cuda {
 namespace {
@@ -103,8 +103,8 @@ uint32_t Alignment(const void* p) {
 }
 
 // Column-major rows x cols with leading dimension ld, batched with a stride when batch > 1.
-LaunchResult MakeLayout(Layout* out, cudaDataType_t dtype, uint64_t rows, uint64_t cols,
-                        int64_t ld, int64_t batch, int64_t stride) {
+LaunchResult MakeLayout(Layout* out, cudaDataType_t dtype, uint64_t rows, uint64_t cols, int64_t ld,
+                        int64_t batch, int64_t stride) {
   ARCHI_CUBLAS_RETURN_IF_ERROR(cublasLtMatrixLayoutCreate(&out->l, dtype, rows, cols, ld));
   if (batch > 1) {
     const auto count = static_cast<int32_t>(batch);
@@ -130,8 +130,8 @@ LaunchResult InvokeGemm(cudaDataType_t dtype, const GemmArgs& g, cudaStream_t st
                            __FILE__, __LINE__);
   }
   if (g.batch > INT32_MAX || (g.bias != nullptr && g.batch != 1)) {
-    return MakeLaunchError(LaunchCode::kInvalidArgument, "Gemm: bad batch for this call",
-                           __FILE__, __LINE__);
+    return MakeLaunchError(LaunchCode::kInvalidArgument, "Gemm: bad batch for this call", __FILE__,
+                           __LINE__);
   }
   LtDevice* lt = nullptr;
   ARCHI_LAUNCH_RETURN_IF_ERROR(GetLtDevice(g.device, &lt));
@@ -139,14 +139,13 @@ LaunchResult InvokeGemm(cudaDataType_t dtype, const GemmArgs& g, cudaStream_t st
   ARCHI_LAUNCH_RETURN_IF_ERROR(lt->Workspace(stream, &workspace));
 
   MatmulDesc desc;
-  ARCHI_CUBLAS_RETURN_IF_ERROR(
-      cublasLtMatmulDescCreate(&desc.d, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+  ARCHI_CUBLAS_RETURN_IF_ERROR(cublasLtMatmulDescCreate(&desc.d, CUBLAS_COMPUTE_32F, CUDA_R_32F));
   const cublasOperation_t op_b = g.trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
   const cublasOperation_t op_a = CUBLAS_OP_N;
-  ARCHI_CUBLAS_RETURN_IF_ERROR(cublasLtMatmulDescSetAttribute(
-      desc.d, CUBLASLT_MATMUL_DESC_TRANSA, &op_b, sizeof(op_b)));
-  ARCHI_CUBLAS_RETURN_IF_ERROR(cublasLtMatmulDescSetAttribute(
-      desc.d, CUBLASLT_MATMUL_DESC_TRANSB, &op_a, sizeof(op_a)));
+  ARCHI_CUBLAS_RETURN_IF_ERROR(
+      cublasLtMatmulDescSetAttribute(desc.d, CUBLASLT_MATMUL_DESC_TRANSA, &op_b, sizeof(op_b)));
+  ARCHI_CUBLAS_RETURN_IF_ERROR(
+      cublasLtMatmulDescSetAttribute(desc.d, CUBLASLT_MATMUL_DESC_TRANSB, &op_a, sizeof(op_a)));
   if (g.bias != nullptr) {
     const cublasLtEpilogue_t epilogue = CUBLASLT_EPILOGUE_BIAS;
     ARCHI_CUBLAS_RETURN_IF_ERROR(cublasLtMatmulDescSetAttribute(
@@ -162,11 +161,9 @@ LaunchResult InvokeGemm(cudaDataType_t dtype, const GemmArgs& g, cudaStream_t st
              k = static_cast<uint64_t>(g.k);
   Layout lay_b, lay_a, lay_c;
   if (g.trans_b) {  // b [n, k] row-major = col-major k x n, ld k; op T gives n x k
-    ARCHI_LAUNCH_RETURN_IF_ERROR(
-        MakeLayout(&lay_b, dtype, k, n, g.k, g.batch, g.n * g.k));
+    ARCHI_LAUNCH_RETURN_IF_ERROR(MakeLayout(&lay_b, dtype, k, n, g.k, g.batch, g.n * g.k));
   } else {  // b [k, n] row-major = col-major n x k, ld n
-    ARCHI_LAUNCH_RETURN_IF_ERROR(
-        MakeLayout(&lay_b, dtype, n, k, g.n, g.batch, g.n * g.k));
+    ARCHI_LAUNCH_RETURN_IF_ERROR(MakeLayout(&lay_b, dtype, n, k, g.n, g.batch, g.n * g.k));
   }
   ARCHI_LAUNCH_RETURN_IF_ERROR(MakeLayout(&lay_a, dtype, k, m, g.k, g.batch, g.m * g.k));
   ARCHI_LAUNCH_RETURN_IF_ERROR(MakeLayout(&lay_c, dtype, n, m, g.n, g.batch, g.m * g.n));
@@ -199,8 +196,7 @@ LaunchResult InvokeGemm(cudaDataType_t dtype, const GemmArgs& g, cudaStream_t st
   }
   ARCHI_CUBLAS_RETURN_IF_ERROR(cublasLtMatmul(lt->handle(), desc.d, &g.alpha, g.b, lay_b.l, g.a,
                                               lay_a.l, &g.beta, g.c, lay_c.l, g.c, lay_c.l,
-                                              &heuristic.algo, workspace, kWorkspaceBytes,
-                                              stream));
+                                              &heuristic.algo, workspace, kWorkspaceBytes, stream));
   return LaunchResult::Ok();
 }
 

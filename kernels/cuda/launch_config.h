@@ -40,17 +40,18 @@ inline RowLaunchConfig ChooseRowConfig(int64_t rows, int64_t cols) {
 
 // Attention: a block owns one (batch, kv head) and `warps` query rows of that kv head's group
 // (GQA: the Hq/Hkv query heads sharing it, times Sq positions), one row per warp. It streams the
-// keys in tiles of kAttnKeyTile (one key per lane) through shared memory as f32 with rows padded
-// to D+1 floats (no bank conflicts when a lane reads its own key), and keeps an online softmax:
-// no [Sq, Skv] score matrix exists anywhere. Head dims up to kAttnMaxHeadDim; each lane owns
-// head_dim_chunks output elements (d = lane + 32 * c) in registers.
+// keys in tiles of kAttnKeyTile (one key per lane) through shared memory as f32 with an odd row
+// pitch (D | 1 <= D + 1 floats: no bank conflicts when each lane reads its own key), and keeps an
+// online softmax: no [Sq, Skv] score matrix exists anywhere. Head dims up to kAttnMaxHeadDim; each
+// lane owns head_dim_chunks output elements (d = lane + 32 * c) in registers.
 inline constexpr int kAttnKeyTile = kWarpSize;
 inline constexpr int64_t kAttnMaxHeadDim = 256;
 struct AttentionLaunchConfig {
   int warps = 0;            // rows (and warps) per block: 4 or 8
   int head_dim_chunks = 0;  // 2 (D <= 64), 4 (D <= 128) or 8 (D <= 256)
   int64_t row_blocks = 0;   // blocks along the rows of one kv head
-  size_t smem_bytes = 0;    // dynamic shared memory: K and V tiles + one query row per warp
+  size_t smem_bytes = 0;    // dynamic shared memory: K and V tiles (pitch D + 1, an upper
+                            // bound) + one query row per warp
 };
 // rows_per_kv_head = (Hq / Hkv) * Sq. head_dim must be in [1, kAttnMaxHeadDim].
 inline AttentionLaunchConfig ChooseAttentionConfig(int64_t head_dim, int64_t rows_per_kv_head) {
@@ -59,8 +60,8 @@ inline AttentionLaunchConfig ChooseAttentionConfig(int64_t head_dim, int64_t row
   c.warps = rows_per_kv_head <= 4 ? 4 : 8;
   c.head_dim_chunks = head_dim <= 64 ? 2 : (head_dim <= 128 ? 4 : 8);
   c.row_blocks = std::max<int64_t>((rows_per_kv_head + c.warps - 1) / c.warps, 1);
-  c.smem_bytes = sizeof(float) * static_cast<size_t>(2 * kAttnKeyTile * (head_dim + 1) +
-                                                     c.warps * head_dim);
+  c.smem_bytes =
+      sizeof(float) * static_cast<size_t>(2 * kAttnKeyTile * (head_dim + 1) + c.warps * head_dim);
   return c;
 }
 

@@ -38,8 +38,8 @@ bool IsTransient(cudaError_t err) {
 
 LaunchResult FromCudaError(cudaError_t err, const char* expr, const char* file, int line) {
   return {IsTransient(err) ? LaunchCode::kUnavailable : LaunchCode::kInternal,
-          Where(file, line) + expr + ": " + cudaGetErrorName(err) + " (" +
-              cudaGetErrorString(err) + ")"};
+          Where(file, line) + expr + ": " + cudaGetErrorName(err) + " (" + cudaGetErrorString(err) +
+              ")"};
 }
 
 LaunchResult FromCublasStatus(cublasStatus_t st, const char* expr, const char* file, int line) {

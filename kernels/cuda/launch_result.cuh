@@ -35,28 +35,29 @@ LaunchResult MakeLaunchError(LaunchCode code, std::string message, const char* f
 }  // namespace archi::kernels::cuda
 
 // Return a LaunchResult from the enclosing function if a CUDA runtime / cuBLAS(Lt) call fails.
-#define ARCHI_CU_RETURN_IF_ERROR(expr)                                                      \
-  do {                                                                                      \
-    const cudaError_t archi_cu_err_ = (expr);                                               \
-    if (archi_cu_err_ != cudaSuccess) {                                                     \
+#define ARCHI_CU_RETURN_IF_ERROR(expr)                                                        \
+  do {                                                                                        \
+    const cudaError_t archi_cu_err_ = (expr);                                                 \
+    if (archi_cu_err_ != cudaSuccess) {                                                       \
       return ::archi::kernels::cuda::FromCudaError(archi_cu_err_, #expr, __FILE__, __LINE__); \
-    }                                                                                       \
+    }                                                                                         \
   } while (0)
 
-#define ARCHI_CUBLAS_RETURN_IF_ERROR(expr)                                                     \
-  do {                                                                                         \
-    const cublasStatus_t archi_cublas_st_ = (expr);                                            \
-    if (archi_cublas_st_ != CUBLAS_STATUS_SUCCESS) {                                           \
-      return ::archi::kernels::cuda::FromCublasStatus(archi_cublas_st_, #expr, __FILE__, __LINE__); \
-    }                                                                                          \
+#define ARCHI_CUBLAS_RETURN_IF_ERROR(expr)                                               \
+  do {                                                                                   \
+    const cublasStatus_t archi_cublas_st_ = (expr);                                      \
+    if (archi_cublas_st_ != CUBLAS_STATUS_SUCCESS) {                                     \
+      return ::archi::kernels::cuda::FromCublasStatus(archi_cublas_st_, #expr, __FILE__, \
+                                                      __LINE__);                         \
+    }                                                                                    \
   } while (0)
 
 // After a <<<...>>> launch: launch-configuration errors (and sticky errors from earlier work).
 #define ARCHI_CU_RETURN_IF_LAUNCH_FAILED() ARCHI_CU_RETURN_IF_ERROR(cudaGetLastError())
 
 // Propagates a failed LaunchResult.
-#define ARCHI_LAUNCH_RETURN_IF_ERROR(expr)                           \
-  do {                                                               \
-    ::archi::kernels::cuda::LaunchResult archi_launch_r_ = (expr);   \
-    if (!archi_launch_r_.ok()) return archi_launch_r_;               \
+#define ARCHI_LAUNCH_RETURN_IF_ERROR(expr)                         \
+  do {                                                             \
+    ::archi::kernels::cuda::LaunchResult archi_launch_r_ = (expr); \
+    if (!archi_launch_r_.ok()) return archi_launch_r_;             \
   } while (0)

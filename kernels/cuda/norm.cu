@@ -1,8 +1,7 @@
 // LayerNorm / RMSNorm kernels. Per-row math (NormRstd, LayerNormApply) comes from
 // kernels/common/numeric.h, shared with the CPU implementation.
-#include "kernels/cuda/norm.cuh"
-
 #include "kernels/cuda/device_common.cuh"
+#include "kernels/cuda/norm.cuh"
 
 namespace archi::kernels::cuda {
 namespace {
@@ -27,8 +26,8 @@ __global__ void LayerNormKernel(const typename T::Storage* x, const typename T::
   const float var = RowReduce<kWarpPerRow, SumOp>(sq, scratch) / static_cast<float>(cols);
   const float rstd = NormRstd(var, eps);
   for (int64_t c = t.lane; c < cols; c += t.stride) {
-    yr[c] = T::Store(
-        LayerNormApply(T::Load(xr[c]), mean, rstd, T::Load(gamma[c]), T::Load(beta[c])));
+    yr[c] =
+        T::Store(LayerNormApply(T::Load(xr[c]), mean, rstd, T::Load(gamma[c]), T::Load(beta[c])));
   }
 }
 
@@ -62,11 +61,11 @@ LaunchResult LaunchLayerNorm(const void* x, const void* gamma, const void* beta,
   const auto* bs = static_cast<const S*>(beta);
   auto* ys = static_cast<S*>(y);
   if (cfg.warp_per_row) {
-    LayerNormKernel<T, true><<<cfg.blocks, cfg.threads, 0, stream>>>(xs, gs, bs, ys, rows, cols,
-                                                                      eps);
+    LayerNormKernel<T, true>
+        <<<cfg.blocks, cfg.threads, 0, stream>>>(xs, gs, bs, ys, rows, cols, eps);
   } else {
-    LayerNormKernel<T, false><<<cfg.blocks, cfg.threads, 0, stream>>>(xs, gs, bs, ys, rows, cols,
-                                                                       eps);
+    LayerNormKernel<T, false>
+        <<<cfg.blocks, cfg.threads, 0, stream>>>(xs, gs, bs, ys, rows, cols, eps);
   }
   ARCHI_CU_RETURN_IF_LAUNCH_FAILED();
   return LaunchResult::Ok();

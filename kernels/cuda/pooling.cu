@@ -1,7 +1,6 @@
 // Mean pooling and L2 normalisation kernels.
-#include "kernels/cuda/pooling.cuh"
-
 #include "kernels/cuda/device_common.cuh"
+#include "kernels/cuda/pooling.cuh"
 
 namespace archi::kernels::cuda {
 namespace {

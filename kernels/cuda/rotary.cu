@@ -1,7 +1,6 @@
 // Rotary kernel: one thread per rotated pair (row, i < D/2), grid-stride.
-#include "kernels/cuda/rotary.cuh"
-
 #include "kernels/cuda/device_common.cuh"
+#include "kernels/cuda/rotary.cuh"
 
 namespace archi::kernels::cuda {
 namespace {

@@ -1,7 +1,6 @@
 // Row softmax kernel: three passes over the row (max, sum of exp, write), f32 throughout.
-#include "kernels/cuda/softmax.cuh"
-
 #include "kernels/cuda/device_common.cuh"
+#include "kernels/cuda/softmax.cuh"
 
 namespace archi::kernels::cuda {
 namespace {
@@ -20,7 +19,8 @@ __global__ void SoftmaxKernel(const typename T::Storage* x, typename T::Storage*
   float sum = 0.0f;
   for (int64_t c = t.lane; c < cols; c += t.stride) sum += expf(T::Load(xr[c]) - m);
   const float inv = 1.0f / RowReduce<kWarpPerRow, SumOp>(sum, scratch);
-  for (int64_t c = t.lane; c < cols; c += t.stride) yr[c] = T::Store(expf(T::Load(xr[c]) - m) * inv);
+  for (int64_t c = t.lane; c < cols; c += t.stride)
+    yr[c] = T::Store(expf(T::Load(xr[c]) - m) * inv);
 }
 
 template <typename T>
@@ -29,11 +29,11 @@ LaunchResult LaunchSoftmax(const void* x, void* y, int64_t rows, int64_t cols,
   using S = typename T::Storage;
   const RowLaunchConfig cfg = ChooseRowConfig(rows, cols);
   if (cfg.warp_per_row) {
-    SoftmaxKernel<T, true><<<cfg.blocks, cfg.threads, 0, stream>>>(
-        static_cast<const S*>(x), static_cast<S*>(y), rows, cols);
+    SoftmaxKernel<T, true><<<cfg.blocks, cfg.threads, 0, stream>>>(static_cast<const S*>(x),
+                                                                   static_cast<S*>(y), rows, cols);
   } else {
-    SoftmaxKernel<T, false><<<cfg.blocks, cfg.threads, 0, stream>>>(
-        static_cast<const S*>(x), static_cast<S*>(y), rows, cols);
+    SoftmaxKernel<T, false><<<cfg.blocks, cfg.threads, 0, stream>>>(static_cast<const S*>(x),
+                                                                    static_cast<S*>(y), rows, cols);
   }
   ARCHI_CU_RETURN_IF_LAUNCH_FAILED();
   return LaunchResult::Ok();
@@ -41,8 +41,8 @@ LaunchResult LaunchSoftmax(const void* x, void* y, int64_t rows, int64_t cols,
 
 }  // namespace
 
-LaunchResult InvokeSoftmax(cudaDataType_t dtype, const void* x, void* y, int64_t rows,
-                           int64_t cols, cudaStream_t stream) {
+LaunchResult InvokeSoftmax(cudaDataType_t dtype, const void* x, void* y, int64_t rows, int64_t cols,
+                           cudaStream_t stream) {
   if (rows == 0 || cols == 0) return LaunchResult::Ok();
   ARCHI_CUDA_DISPATCH_FLOAT(dtype, LaunchSoftmax, x, y, rows, cols, stream);
 }

@@ -12,7 +12,7 @@
 
 namespace archi::kernels::cuda {
 
-LaunchResult InvokeSoftmax(cudaDataType_t dtype, const void* x, void* y, int64_t rows,
-                           int64_t cols, cudaStream_t stream);
+LaunchResult InvokeSoftmax(cudaDataType_t dtype, const void* x, void* y, int64_t rows, int64_t cols,
+                           cudaStream_t stream);
 
 }  // namespace archi::kernels::cuda

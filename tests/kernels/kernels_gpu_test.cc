@@ -74,7 +74,8 @@ TEST(LaunchConfigTest, AttentionTiling) {
   }
 }
 
-// ---- helpers --------------------------------------------------------------------------------------
+// ---- helpers
+// --------------------------------------------------------------------------------------
 
 std::string GpuUnavailable() {
   if (CudaDeviceCount() == 0) return "no CUDA device or driver on this machine";
@@ -83,10 +84,10 @@ std::string GpuUnavailable() {
   return "";
 }
 
-#define ARCHI_REQUIRE_GPU()                                            \
-  do {                                                                 \
-    const std::string archi_why_ = GpuUnavailable();                   \
-    if (!archi_why_.empty()) GTEST_SKIP() << archi_why_;               \
+#define ARCHI_REQUIRE_GPU()                              \
+  do {                                                   \
+    const std::string archi_why_ = GpuUnavailable();     \
+    if (!archi_why_.empty()) GTEST_SKIP() << archi_why_; \
   } while (0)
 
 // A host tensor owning its bytes.
@@ -153,14 +154,15 @@ Result<Dev> Upload(const Host& h) {
   Dev d;
   ARCHI_ASSIGN_OR_RETURN(d.buf, DeviceBuffer::Allocate(h.t.nbytes(), Device::Cuda(0)));
   ARCHI_RETURN_IF_ERROR(d.buf.CopyFromHost(h.bytes.data(), h.t.nbytes()));
-  ARCHI_ASSIGN_OR_RETURN(d.t, Tensor::View(d.buf.data(), h.t.shape(), h.t.dtype(), Device::Cuda(0)));
+  ARCHI_ASSIGN_OR_RETURN(d.t,
+                         Tensor::View(d.buf.data(), h.t.shape(), h.t.dtype(), Device::Cuda(0)));
   return d;
 }
 
 // Uploads or skips (a CUDA failure while setting up means no usable GPU, not a kernel bug).
-#define ARCHI_UPLOAD(var, host)                                                   \
-  auto var##_r = Upload(host);                                                    \
-  if (!var##_r.ok()) GTEST_SKIP() << "CUDA unusable here: " << var##_r.status();  \
+#define ARCHI_UPLOAD(var, host)                                                  \
+  auto var##_r = Upload(host);                                                   \
+  if (!var##_r.ok()) GTEST_SKIP() << "CUDA unusable here: " << var##_r.status(); \
   Dev& var = *var##_r
 
 struct Tolerance {
@@ -208,8 +210,8 @@ class GpuOpTest : public ::testing::TestWithParam<DType> {
 
 // ---- GEMM -------------------------------------------------------------------------------------
 
-void CheckGemm(std::mt19937& rng, DType dt, Tolerance tol, int64_t m, int64_t n,
-               int64_t k, bool trans_b, bool with_bias, float alpha, float beta) {
+void CheckGemm(std::mt19937& rng, DType dt, Tolerance tol, int64_t m, int64_t n, int64_t k,
+               bool trans_b, bool with_bias, float alpha, float beta) {
   Host a({m, k}, dt), b(trans_b ? std::vector<int64_t>{n, k} : std::vector<int64_t>{k, n}, dt),
       bias({n}, dt), c({m, n}, dt);
   FillRandom(a, rng);
@@ -244,7 +246,8 @@ TEST_P(GpuOpTest, Gemm) {
 TEST_P(GpuOpTest, BatchedGemm) {
   for (bool trans_b : {true, false}) {
     const int64_t bs = 3, m = 19, n = 23, k = 29;
-    Host a({bs, m, k}, dt()), b(trans_b ? std::vector<int64_t>{bs, n, k} : std::vector<int64_t>{bs, k, n}, dt()),
+    Host a({bs, m, k}, dt()),
+        b(trans_b ? std::vector<int64_t>{bs, n, k} : std::vector<int64_t>{bs, k, n}, dt()),
         c({bs, m, n}, dt());
     FillRandom(a, rng_);
     FillRandom(b, rng_);
@@ -264,7 +267,8 @@ TEST_P(GpuOpTest, BatchedGemm) {
   }
 }
 
-// ---- lookup, norms, activations -------------------------------------------------------------------
+// ---- lookup, norms, activations
+// -------------------------------------------------------------------
 
 TEST_P(GpuOpTest, Embedding) {
   for (DType id_type : {DType::kI32, DType::kI64}) {
@@ -387,8 +391,7 @@ void CheckAttention(std::mt19937& rng, DType dt, Tolerance tol, const AttnCase& 
   ARCHI_UPLOAD(dlens, lens);
   AttentionOptions opts;
   opts.causal = c.causal;
-  ASSERT_TRUE(
-      Attention(q.t, k.t, v.t, c.lengths ? &lens.t : nullptr, out.t, opts, CpuCtx()).ok());
+  ASSERT_TRUE(Attention(q.t, k.t, v.t, c.lengths ? &lens.t : nullptr, out.t, opts, CpuCtx()).ok());
   const Status s = Attention(dq.t, dk.t, dv.t, c.lengths ? &dlens.t : nullptr, dout.t, opts);
   ASSERT_TRUE(s.ok()) << s;
   ExpectClose(dout, out, tol,
@@ -400,12 +403,12 @@ void CheckAttention(std::mt19937& rng, DType dt, Tolerance tol, const AttnCase& 
 
 TEST_P(GpuOpTest, Attention) {
   const AttnCase cases[] = {
-      {2, 4, 4, 13, 13, 32, false, true},    // encoder with padding
-      {2, 4, 4, 70, 70, 64, false, false},   // several key tiles
-      {1, 8, 2, 37, 37, 80, true, false},    // causal prefill, GQA, D not a multiple of 32
-      {2, 4, 1, 3, 100, 128, true, true},    // causal with offset (Sq < Skv), MQA, padding
-      {1, 2, 2, 1, 300, 256, true, false},   // decode, largest head dim (> 48 KiB smem)
-      {3, 6, 3, 9, 40, 17, false, true},     // odd head dim
+      {2, 4, 4, 13, 13, 32, false, true},   // encoder with padding
+      {2, 4, 4, 70, 70, 64, false, false},  // several key tiles
+      {1, 8, 2, 37, 37, 80, true, false},   // causal prefill, GQA, D not a multiple of 32
+      {2, 4, 1, 3, 100, 128, true, true},   // causal with offset (Sq < Skv), MQA, padding
+      {1, 2, 2, 1, 300, 256, true, false},  // decode, largest head dim (> 48 KiB smem)
+      {3, 6, 3, 9, 40, 17, false, true},    // odd head dim
   };
   for (const AttnCase& c : cases) CheckAttention(rng_, dt(), tol(), c);
 }
@@ -456,7 +459,8 @@ TEST_P(GpuOpTest, Rotary) {
   }
 }
 
-// ---- pooling -------------------------------------------------------------------------------------
+// ---- pooling
+// -------------------------------------------------------------------------------------
 
 TEST_P(GpuOpTest, MeanPoolAndL2Normalize) {
   const int64_t b = 4, s = 9, h = 50;
