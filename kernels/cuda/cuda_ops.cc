@@ -138,6 +138,8 @@ Status BatchedGemm(const Tensor& a, const Tensor& b, Tensor& c, const GemmOption
   ARCHI_CUDA_OP(a.device(), InvokeGemm(CudaType(a.dtype()), g, StreamOf(ctx)));
 }
 
+// Waits for ctx.cuda_stream before returning: an id outside [0, V) is found on the device and must
+// come back as kOutOfRange (embedding.cuh).
 Status Embedding(const Tensor& ids, const Tensor& table, Tensor& out, const KernelContext& ctx) {
   ARCHI_CUDA_OP(
       table.device(),
