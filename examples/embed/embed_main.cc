@@ -55,8 +55,8 @@ int main(int argc, char** argv) {
     return 2;
   }
 
-  auto tok = archi::model::WordPieceTokenizer::Load(model_dir + "/vocab.txt",
-                                                    {.max_length = max_length});
+  auto tok =
+      archi::model::WordPieceTokenizer::Load(model_dir + "/vocab.txt", {.max_length = max_length});
   if (!tok.ok()) {
     std::fprintf(stderr, "archi-embed: get the model with scripts/fetch_model.sh BUILD_DIR\n");
     return Fail(tok.status());

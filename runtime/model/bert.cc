@@ -11,8 +11,8 @@ namespace k = ::archi::kernels;
 
 Status RequireCpu(const Tensor& t, const char* what) {
   if (!t.device().is_cpu()) {
-    return UnimplementedError(std::string("BertEncoder: ") + what +
-                              " is on " + t.device().ToString() +
+    return UnimplementedError(std::string("BertEncoder: ") + what + " is on " +
+                              t.device().ToString() +
                               "; only CPU tensors are supported (no permute op in kernels/ops.h)");
   }
   return Status::Ok();
@@ -32,8 +32,8 @@ void SplitHeads(const Tensor& qkv, int64_t b, int64_t s, int64_t heads, int64_t 
         for (int64_t h = 0; h < heads; ++h) {
           const int64_t from = (((bi * s + si) * 3 + t) * heads + h);
           const int64_t to = ((bi * heads + h) * s + si);
-          std::memcpy(dst[t] + static_cast<size_t>(to) * row,
-                      src + static_cast<size_t>(from) * row, row);
+          std::memcpy(dst[t] + static_cast<size_t>(to) * row, src + static_cast<size_t>(from) * row,
+                      row);
         }
       }
     }
@@ -169,8 +169,8 @@ Status BertEncoder::Forward(const Tensor& ids, const Tensor& lengths, Tensor& hi
   ARCHI_RETURN_IF_ERROR(k::Add(hidden, tmp, hidden, ctx_));
   ARCHI_RETURN_IF_ERROR(k::Embedding(types, token_types_, tmp, ctx_));
   ARCHI_RETURN_IF_ERROR(k::Add(hidden, tmp, hidden, ctx_));
-  ARCHI_RETURN_IF_ERROR(k::LayerNorm(hidden, embed_norm_weight_, embed_norm_bias_, cfg.norm_eps,
-                                     hidden, ctx_));
+  ARCHI_RETURN_IF_ERROR(
+      k::LayerNorm(hidden, embed_norm_weight_, embed_norm_bias_, cfg.norm_eps, hidden, ctx_));
   return ForwardLayers(hidden, lengths);
 }
 
@@ -178,17 +178,18 @@ Status BertEncoder::ForwardLayers(Tensor& hidden, const Tensor& lengths, LayerRa
   if (sub.end < 0) sub.end = range_.end;
   if (sub.begin == 0 && sub.end == range_.end) sub.begin = range_.begin;  // default: all loaded
   if (sub.begin < range_.begin || sub.begin > sub.end || sub.end > range_.end) {
-    return InvalidArgumentError("BertEncoder::ForwardLayers: layers [" +
-                                std::to_string(sub.begin) + ", " + std::to_string(sub.end) +
-                                ") are not within the loaded [" + std::to_string(range_.begin) +
-                                ", " + std::to_string(range_.end) + ")");
+    return InvalidArgumentError("BertEncoder::ForwardLayers: layers [" + std::to_string(sub.begin) +
+                                ", " + std::to_string(sub.end) + ") are not within the loaded [" +
+                                std::to_string(range_.begin) + ", " + std::to_string(range_.end) +
+                                ")");
   }
   const int64_t h = config().hidden_size;
   if (hidden.shape().size() != 3 || hidden.shape()[2] != h) {
     return InvalidArgumentError("BertEncoder::ForwardLayers: hidden must be [B, S, " +
                                 std::to_string(h) + "], got " + hidden.ShapeString());
   }
-  if (lengths.dtype() != DType::kI32 || lengths.shape() != std::vector<int64_t>{hidden.shape()[0]}) {
+  if (lengths.dtype() != DType::kI32 ||
+      lengths.shape() != std::vector<int64_t>{hidden.shape()[0]}) {
     return InvalidArgumentError("BertEncoder::ForwardLayers: lengths must be i32 [B], got " +
                                 lengths.ShapeString());
   }
@@ -198,9 +199,9 @@ Status BertEncoder::ForwardLayers(Tensor& hidden, const Tensor& lengths, LayerRa
   for (int64_t i = 0; i < hidden.shape()[0]; ++i) {
     const int32_t len = lengths.data_as<const int32_t>()[i];
     if (len < 1 || len > s) {
-      return InvalidArgumentError("BertEncoder: lengths[" + std::to_string(i) + "] = " +
-                                  std::to_string(len) + " is outside [1, " + std::to_string(s) +
-                                  "]");
+      return InvalidArgumentError("BertEncoder: lengths[" + std::to_string(i) +
+                                  "] = " + std::to_string(len) + " is outside [1, " +
+                                  std::to_string(s) + "]");
     }
   }
   if (sub.begin == sub.end) return Status::Ok();
@@ -243,8 +244,8 @@ Status BertEncoder::RunLayer(const Layer& l, Tensor& x, const Tensor& lengths,
   MergeHeads(attn, b, s, heads, d, merged);
   ARCHI_RETURN_IF_ERROR(k::Gemm(merged, l.out_weight, &l.out_bias, tmp, {}, ctx_));
   ARCHI_RETURN_IF_ERROR(k::Add(tmp, x, tmp, ctx_));
-  ARCHI_RETURN_IF_ERROR(k::LayerNorm(tmp, l.attn_norm_weight, l.attn_norm_bias, cfg.norm_eps, x,
-                                     ctx_));
+  ARCHI_RETURN_IF_ERROR(
+      k::LayerNorm(tmp, l.attn_norm_weight, l.attn_norm_bias, cfg.norm_eps, x, ctx_));
   // MLP block: x = LN(x + down(gelu(up(x)))).
   ARCHI_RETURN_IF_ERROR(k::Gemm(x, l.up_weight, &l.up_bias, up, {}, ctx_));
   ARCHI_RETURN_IF_ERROR(k::Gelu(up, up, gelu_, ctx_));
@@ -256,9 +257,10 @@ Status BertEncoder::RunLayer(const Layer& l, Tensor& x, const Tensor& lengths,
 Result<Tensor> BertEncoder::Encode(const std::vector<std::vector<int32_t>>& ids) const {
   const ModelConfig& cfg = config();
   if (range_.begin != 0 || range_.end != cfg.num_layers) {
-    return FailedPreconditionError("BertEncoder::Encode needs every layer loaded; this encoder "
-                                   "holds [" + std::to_string(range_.begin) + ", " +
-                                   std::to_string(range_.end) + ")");
+    return FailedPreconditionError(
+        "BertEncoder::Encode needs every layer loaded; this encoder "
+        "holds [" +
+        std::to_string(range_.begin) + ", " + std::to_string(range_.end) + ")");
   }
   if (ids.empty()) return InvalidArgumentError("BertEncoder::Encode: no sequences");
   const auto b = static_cast<int64_t>(ids.size());

@@ -69,8 +69,9 @@ Result<std::vector<int32_t>> Decode(std::string_view text) {
 Result<std::unique_ptr<WordPieceTokenizer>> WordPieceTokenizer::Load(const std::string& vocab_path,
                                                                      Options options) {
   if (options.max_length < 2 || options.max_chars_per_word < 1) {
-    return InvalidArgumentError("WordPieceTokenizer: max_length must be >= 2 and "
-                                "max_chars_per_word >= 1");
+    return InvalidArgumentError(
+        "WordPieceTokenizer: max_length must be >= 2 and "
+        "max_chars_per_word >= 1");
   }
   std::ifstream in(vocab_path, std::ios::binary);
   if (!in) return NotFoundError("WordPieceTokenizer: cannot open vocab file " + vocab_path);

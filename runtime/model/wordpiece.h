@@ -26,8 +26,8 @@ namespace archi::model {
 class WordPieceTokenizer {
  public:
   struct Options {
-    bool lowercase = true;         // also strips accents (uncased BERT)
-    int64_t max_length = 512;      // ids per sequence, [CLS] and [SEP] included
+    bool lowercase = true;     // also strips accents (uncased BERT)
+    int64_t max_length = 512;  // ids per sequence, [CLS] and [SEP] included
     int64_t max_chars_per_word = 100;
   };
 

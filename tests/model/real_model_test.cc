@@ -342,8 +342,8 @@ TEST_F(MiniLmTest, EmbeddingsMatchReference) {
     auto one = (*enc)->Encode({ref_.ids[i]});
     ASSERT_TRUE(one.ok()) << one.status();
     const double one_cos = Cosine(Row(*one, 0), ref_.embeddings[i]);
-    std::printf("sentence %2zu (%3zu tokens): cosine batch %.9f single %.9f, max |diff| %.1e\n",
-                i, ref_.ids[i].size(), batch_cos, one_cos,
+    std::printf("sentence %2zu (%3zu tokens): cosine batch %.9f single %.9f, max |diff| %.1e\n", i,
+                ref_.ids[i].size(), batch_cos, one_cos,
                 double(MaxAbsDiff(Row(*batch, int64_t(i)), ref_.embeddings[i])));
     EXPECT_GE(batch_cos, 0.999) << "sentence " << i << " in the batch: " << ref_.texts[i];
     EXPECT_GE(one_cos, 0.999) << "sentence " << i << " alone: " << ref_.texts[i];
