@@ -29,6 +29,7 @@ int main(int argc, char** argv) {
   std::string model_dir = archi::EnvString("ARCHI_MINILM_DIR", ARCHI_MINILM_DEFAULT_DIR);
   std::vector<std::string> sentences;
   bool similarity = false;
+  bool print_ids = false;
   int threads = 0;
   int64_t max_length = 256;
   int digits = 6;
@@ -42,6 +43,7 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--digits", digits, "decimals printed per value")->capture_default_str();
   app.add_flag("--similarity", similarity, "print the cosine similarity matrix instead");
+  app.add_flag("--ids", print_ids, "print the token ids of each sentence instead (no model run)");
   app.add_option("sentences", sentences, "sentences (default: one per line from stdin)");
   CLI11_PARSE(app, argc, argv);
 
@@ -60,6 +62,15 @@ int main(int argc, char** argv) {
   if (!tok.ok()) {
     std::fprintf(stderr, "archi-embed: get the model with scripts/fetch_model.sh BUILD_DIR\n");
     return Fail(tok.status());
+  }
+  if (print_ids) {
+    for (const auto& s : sentences) {
+      auto r = (*tok)->Encode(s);
+      if (!r.ok()) return Fail(r.status());
+      for (size_t i = 0; i < r->size(); ++i) std::printf("%s%d", i ? " " : "", (*r)[i]);
+      std::printf("\n");
+    }
+    return 0;
   }
   auto model = archi::model::Model::Load(model_dir);
   if (!model.ok()) return Fail(model.status());
