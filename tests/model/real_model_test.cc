@@ -178,6 +178,105 @@ class TinyBertTest : public ::testing::Test {
       {2, 5, 9, 11, 3}, {2, 7, 3}, {2, 1, 4, 8, 16, 23, 42, 49, 0, 3}, {2}};
 };
 
+// A straightforward scalar BERT forward pass (one sequence, no padding), written from the
+// definition: the reference the op-based encoder is checked against when the real model is absent.
+std::vector<float> ReferenceForward(const Model& m, const std::vector<int32_t>& ids) {
+  const ModelConfig& c = m.config();
+  const int64_t s = int64_t(ids.size()), h = c.hidden_size, heads = c.num_heads;
+  const int64_t d = c.head_dim(), inter = c.intermediate_size;
+  auto w = [&](const std::string& name) { return m.Get(name).value().data_as<const float>(); };
+  auto linear = [&](const std::vector<float>& x, int64_t in, int64_t out, const std::string& p) {
+    const float* wt = w(p + ".weight");
+    const float* b = w(p + ".bias");
+    std::vector<float> y(size_t(s * out));
+    for (int64_t i = 0; i < s; ++i) {
+      for (int64_t o = 0; o < out; ++o) {
+        double acc = b[o];
+        for (int64_t k = 0; k < in; ++k) acc += double(x[size_t(i * in + k)]) * wt[o * in + k];
+        y[size_t(i * out + o)] = float(acc);
+      }
+    }
+    return y;
+  };
+  auto layer_norm = [&](std::vector<float>& x, const std::string& p) {
+    const float* g = w(p + ".weight");
+    const float* b = w(p + ".bias");
+    for (int64_t i = 0; i < s; ++i) {
+      float* row = x.data() + i * h;
+      double mean = 0, var = 0;
+      for (int64_t k = 0; k < h; ++k) mean += row[k];
+      mean /= double(h);
+      for (int64_t k = 0; k < h; ++k) var += (row[k] - mean) * (row[k] - mean);
+      var /= double(h);
+      for (int64_t k = 0; k < h; ++k) {
+        row[k] = float((row[k] - mean) / std::sqrt(var + c.norm_eps) * g[k] + b[k]);
+      }
+    }
+  };
+  std::vector<float> x(size_t(s * h));
+  for (int64_t i = 0; i < s; ++i) {
+    for (int64_t k = 0; k < h; ++k) {
+      x[size_t(i * h + k)] = w("embed.tokens")[ids[size_t(i)] * h + k] +
+                             w("embed.positions")[i * h + k] + w("embed.token_types")[k];
+    }
+  }
+  layer_norm(x, "embed.norm");
+  for (int64_t l = 0; l < c.num_layers; ++l) {
+    const std::string p = "layers." + std::to_string(l) + ".";
+    const auto q = linear(x, h, h, p + "attn.q");
+    const auto k = linear(x, h, h, p + "attn.k");
+    const auto v = linear(x, h, h, p + "attn.v");
+    std::vector<float> ctx(size_t(s * h));
+    for (int64_t hd = 0; hd < heads; ++hd) {
+      for (int64_t i = 0; i < s; ++i) {
+        std::vector<double> score(static_cast<size_t>(s));
+        double mx = -1e300, sum = 0;
+        for (int64_t j = 0; j < s; ++j) {
+          double dot = 0;
+          for (int64_t e = 0; e < d; ++e) {
+            dot += double(q[size_t(i * h + hd * d + e)]) * k[size_t(j * h + hd * d + e)];
+          }
+          score[size_t(j)] = dot / std::sqrt(double(d));
+          mx = std::max(mx, score[size_t(j)]);
+        }
+        for (auto& sc : score) sum += (sc = std::exp(sc - mx));
+        for (int64_t e = 0; e < d; ++e) {
+          double acc = 0;
+          for (int64_t j = 0; j < s; ++j) acc += score[size_t(j)] * v[size_t(j * h + hd * d + e)];
+          ctx[size_t(i * h + hd * d + e)] = float(acc / sum);
+        }
+      }
+    }
+    auto a = linear(ctx, h, h, p + "attn.out");
+    for (size_t i = 0; i < a.size(); ++i) a[i] += x[i];
+    layer_norm(a, p + "attn_norm");
+    x = a;
+    auto u = linear(x, h, inter, p + "mlp.up");
+    for (float& e : u) e = float(0.5 * e * (1.0 + std::erf(e / std::sqrt(2.0))));
+    auto dn = linear(u, inter, h, p + "mlp.down");
+    for (size_t i = 0; i < dn.size(); ++i) dn[i] += x[i];
+    layer_norm(dn, p + "mlp_norm");
+    x = dn;
+  }
+  return x;
+}
+
+TEST_F(TinyBertTest, MatchesScalarReference) {
+  for (const auto& seq : ids_) {
+    const int64_t s = int64_t(seq.size());
+    auto ids = Tensor::Empty({1, s}, DType::kI32);
+    auto len = Tensor::Empty({1}, DType::kI32);
+    auto hidden = Tensor::Empty({1, s, 32}, DType::kF32);
+    ASSERT_TRUE(ids.ok() && len.ok() && hidden.ok());
+    std::copy(seq.begin(), seq.end(), ids->data_as<int32_t>());
+    len->data_as<int32_t>()[0] = int32_t(s);
+    Status st = enc_->Forward(*ids, *len, *hidden);
+    ASSERT_TRUE(st.ok()) << st;
+    const std::vector<float> ours(hidden->data_as<float>(), hidden->data_as<float>() + s * 32);
+    EXPECT_LT(MaxAbsDiff(ours, ReferenceForward(*model_, seq)), 1e-4f) << "length " << s;
+  }
+}
+
 TEST_F(TinyBertTest, EncodeShapeNormDeterminism) {
   auto a = enc_->Encode(ids_);
   ASSERT_TRUE(a.ok()) << a.status();
