@@ -18,65 +18,109 @@ struct AttnShape {
   int64_t kv_capacity;  // positions allocated per (b, head) in k/v (Skv, or max_seq of a cache)
 };
 
+constexpr int64_t kQueryBlock = 32;
+
+// Work item: one (batch, query head, block of kQueryBlock query rows). For each key tile the K
+// tile is converted to f32 and transposed ([D][tile]) and the V tile converted ([tile][D]) once,
+// then shared by the block's rows: scores are vectorised over keys (no horizontal sums) and the
+// output update over D. Per row the state is the online-softmax max m, sum l and a D-float
+// accumulator, so memory stays O(tile * D) per thread whatever Skv is.
 template <typename S>
 void AttentionImpl(const typename S::T* q, const typename S::T* k, const typename S::T* v,
                    typename S::T* out, const AttnShape& sh, const int32_t* lengths, bool causal,
                    float scale, int threads) {
   using T = typename S::T;
-  const int64_t rows = sh.b * sh.hq * sh.sq;
-  const int64_t group = sh.hq / sh.hkv;
   const int64_t d = sh.d;
-  const int nt = Threads(threads, rows, rows * sh.skv * d);
+  const int64_t qblocks = (sh.sq + kQueryBlock - 1) / kQueryBlock;
+  const int64_t items = sh.b * sh.hq * qblocks;
+  const int64_t group = sh.hq / sh.hkv;
+  const int nt = Threads(threads, items, sh.b * sh.hq * sh.sq * sh.skv * d);
 #pragma omp parallel num_threads(nt)
   {
-    std::vector<float> qrow(static_cast<size_t>(d)), acc(static_cast<size_t>(d));
-    float scores[kKeyTile];
+    std::vector<float> kt(static_cast<size_t>(kKeyTile * d)), vt(static_cast<size_t>(kKeyTile * d));
+    std::vector<float> qb(static_cast<size_t>(kQueryBlock * d)), acc(static_cast<size_t>(kQueryBlock * d));
+    float m[kQueryBlock], l[kQueryBlock], scores[kKeyTile];
+    int64_t limit[kQueryBlock];
 #pragma omp for schedule(static)
-    for (int64_t r = 0; r < rows; ++r) {
-      const int64_t i = r % sh.sq;
-      const int64_t h = (r / sh.sq) % sh.hq;
-      const int64_t bi = r / (sh.sq * sh.hq);
+    for (int64_t item = 0; item < items; ++item) {
+      const int64_t qblk = item % qblocks;
+      const int64_t h = (item / qblocks) % sh.hq;
+      const int64_t bi = item / (qblocks * sh.hq);
       const int64_t kvh = h / group;
       const T* kbase = k + (bi * sh.hkv + kvh) * sh.kv_capacity * d;
       const T* vbase = v + (bi * sh.hkv + kvh) * sh.kv_capacity * d;
-      int64_t limit = lengths ? std::clamp<int64_t>(lengths[bi], 0, sh.skv) : sh.skv;
-      if (causal) limit = std::min(limit, std::max<int64_t>(0, i + (sh.skv - sh.sq) + 1));
-
-      const T* qr = q + r * d;
+      const int64_t i0 = qblk * kQueryBlock;
+      const int64_t nrows = std::min(kQueryBlock, sh.sq - i0);
+      const int64_t valid = lengths ? std::clamp<int64_t>(lengths[bi], 0, sh.skv) : sh.skv;
+      int64_t max_limit = 0;
+      for (int64_t r = 0; r < nrows; ++r) {
+        limit[r] = valid;
+        if (causal) limit[r] = std::min(valid, std::max<int64_t>(0, i0 + r + (sh.skv - sh.sq) + 1));
+        max_limit = std::max(max_limit, limit[r]);
+        m[r] = -INFINITY;
+        l[r] = 0.0f;
+        const T* qr = q + ((bi * sh.hq + h) * sh.sq + i0 + r) * d;
+        float* qd = qb.data() + r * d;
+        float* ad = acc.data() + r * d;
 #pragma omp simd
-      for (int64_t x = 0; x < d; ++x) {
-        qrow[x] = S::Load(qr[x]) * scale;
-        acc[x] = 0.0f;
+        for (int64_t x = 0; x < d; ++x) {
+          qd[x] = S::Load(qr[x]) * scale;
+          ad[x] = 0.0f;
+        }
       }
-      float m = -INFINITY, l = 0.0f;
-      for (int64_t j0 = 0; j0 < limit; j0 += kKeyTile) {
-        const int64_t jn = std::min(kKeyTile, limit - j0);
-        float block_max = -INFINITY;
-        for (int64_t jj = 0; jj < jn; ++jj) {
+      for (int64_t j0 = 0; j0 < max_limit; j0 += kKeyTile) {
+        const int64_t tile = std::min(kKeyTile, max_limit - j0);
+        for (int64_t jj = 0; jj < tile; ++jj) {
           const T* kr = kbase + (j0 + jj) * d;
-          float s = 0.0f;
-#pragma omp simd reduction(+ : s)
-          for (int64_t x = 0; x < d; ++x) s += qrow[x] * S::Load(kr[x]);
-          scores[jj] = s;
-          block_max = std::max(block_max, s);
-        }
-        const float factor = OnlineSoftmaxRescale(m, block_max);
-        l *= factor;
-#pragma omp simd
-        for (int64_t x = 0; x < d; ++x) acc[x] *= factor;
-        for (int64_t jj = 0; jj < jn; ++jj) {
-          const float p = expf(scores[jj] - m);
-          l += p;
           const T* vr = vbase + (j0 + jj) * d;
+          float* vd = vt.data() + jj * d;
+          for (int64_t x = 0; x < d; ++x) kt[x * kKeyTile + jj] = S::Load(kr[x]);
 #pragma omp simd
-          for (int64_t x = 0; x < d; ++x) acc[x] += p * S::Load(vr[x]);
+          for (int64_t x = 0; x < d; ++x) vd[x] = S::Load(vr[x]);
+        }
+        for (int64_t r = 0; r < nrows; ++r) {
+          if (j0 >= limit[r]) continue;
+          const int64_t jn = std::min(tile, limit[r] - j0);
+          const float* qd = qb.data() + r * d;
+#pragma omp simd
+          for (int64_t jj = 0; jj < jn; ++jj) scores[jj] = 0.0f;
+          for (int64_t x = 0; x < d; ++x) {
+            const float qx = qd[x];
+            const float* kx = kt.data() + x * kKeyTile;
+#pragma omp simd
+            for (int64_t jj = 0; jj < jn; ++jj) scores[jj] += qx * kx[jj];
+          }
+          float block_max = -INFINITY;
+#pragma omp simd reduction(max : block_max)
+          for (int64_t jj = 0; jj < jn; ++jj) block_max = std::max(block_max, scores[jj]);
+          const float factor = OnlineSoftmaxRescale(m[r], block_max);
+          float block_sum = 0.0f;
+          const float mr = m[r];
+#pragma omp simd reduction(+ : block_sum)
+          for (int64_t jj = 0; jj < jn; ++jj) {
+            scores[jj] = expf(scores[jj] - mr);
+            block_sum += scores[jj];
+          }
+          l[r] = l[r] * factor + block_sum;
+          float* ad = acc.data() + r * d;
+#pragma omp simd
+          for (int64_t x = 0; x < d; ++x) ad[x] *= factor;
+          for (int64_t jj = 0; jj < jn; ++jj) {
+            const float p = scores[jj];
+            const float* vd = vt.data() + jj * d;
+#pragma omp simd
+            for (int64_t x = 0; x < d; ++x) ad[x] += p * vd[x];
+          }
         }
       }
-      // A row with no valid key (length 0) gives zeros.
-      const float inv = l > 0.0f ? 1.0f / l : 0.0f;
-      T* orow = out + r * d;
+      for (int64_t r = 0; r < nrows; ++r) {
+        // A row with no valid key (length 0) gives zeros.
+        const float inv = l[r] > 0.0f ? 1.0f / l[r] : 0.0f;
+        const float* ad = acc.data() + r * d;
+        T* orow = out + ((bi * sh.hq + h) * sh.sq + i0 + r) * d;
 #pragma omp simd
-      for (int64_t x = 0; x < d; ++x) orow[x] = S::Store(acc[x] * inv);
+        for (int64_t x = 0; x < d; ++x) orow[x] = S::Store(ad[x] * inv);
+      }
     }
   }
 }

@@ -4,7 +4,23 @@
 
 #include <omp.h>
 
+#include <cmath>
 #include <cstdint>
+
+// Vector variants of the libm functions numeric.h uses (glibc's libmvec, >= 2.35 for erff and
+// tanhf): declaring them `omp declare simd` lets the compiler vectorise loops over GeluErf,
+// GeluTanh, Silu and expf (4-7x on this machine) without -ffast-math, which glibc otherwise
+// requires to expose them. Needs -fno-math-errno and linking libmvec (kernels/CMakeLists.txt).
+#if defined(ARCHI_KERNELS_HAVE_LIBMVEC) && defined(__x86_64__) && !defined(__FAST_MATH__)
+extern "C" {
+#pragma omp declare simd notinbranch
+float expf(float) noexcept;
+#pragma omp declare simd notinbranch
+float erff(float) noexcept;
+#pragma omp declare simd notinbranch
+float tanhf(float) noexcept;
+}
+#endif
 
 #include "kernels/common/numeric.h"
 #include "runtime/core/tensor.h"

@@ -178,6 +178,7 @@ Status Softmax(const Tensor& x, Tensor& y, const KernelContext& ctx) {
         }
         if (mx == -INFINITY) mx = 0.0f;  // all -inf: exp gives 0, the row becomes NaN like torch
         float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
         for (int64_t i = 0; i < h; ++i) {
           row[i] = expf(row[i] - mx);
           sum += row[i];
