@@ -175,8 +175,8 @@ Status BertEncoder::Forward(const Tensor& ids, const Tensor& lengths, Tensor& hi
 }
 
 Status BertEncoder::ForwardLayers(Tensor& hidden, const Tensor& lengths, LayerRange sub) const {
+  if (sub.begin == 0 && sub.end < 0) sub = range_;  // the default {}: every loaded layer
   if (sub.end < 0) sub.end = range_.end;
-  if (sub.begin == 0 && sub.end == range_.end) sub.begin = range_.begin;  // default: all loaded
   if (sub.begin < range_.begin || sub.begin > sub.end || sub.end > range_.end) {
     return InvalidArgumentError("BertEncoder::ForwardLayers: layers [" + std::to_string(sub.begin) +
                                 ", " + std::to_string(sub.end) + ") are not within the loaded [" +

@@ -36,8 +36,8 @@ class BertEncoder {
   // the caller). kFailedPrecondition when the loaded range does not start at layer 0.
   Status Forward(const Tensor& ids, const Tensor& lengths, Tensor& hidden) const;
 
-  // Runs layers `sub` (a sub-range of range(); default: all loaded layers) on hidden [B, S, H]
-  // in place. This is what a pipeline stage after the first runs.
+  // Runs layers `sub` on hidden [B, S, H] in place: a sub-range of range() (end -1 = range().end);
+  // the default {} means every loaded layer. This is what a pipeline stage after the first runs.
   Status ForwardLayers(Tensor& hidden, const Tensor& lengths, LayerRange sub = {}) const;
 
   // Sentence embeddings, the sentence-transformers pipeline: Forward, mean pooling over each

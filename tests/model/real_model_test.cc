@@ -362,7 +362,16 @@ TEST_F(TinyBertTest, LayerRangeStagesComposeToTheWholeModel) {
   // A later stage has no embeddings and cannot pool the whole model.
   EXPECT_EQ((*e1)->Forward(*ids, *len, *staged).code(), StatusCode::kFailedPrecondition);
   EXPECT_EQ((*e1)->Encode({{2, 3}}).status().code(), StatusCode::kFailedPrecondition);
+  // Explicit sub-ranges: layers [1, 2) then [2, 3) equal [1, 3).
+  auto split = Tensor::Empty({1, 5, 32}, DType::kF32);
+  ASSERT_TRUE(split.ok());
+  ASSERT_TRUE((*e0)->Forward(*ids, *len, *split).ok());
+  ASSERT_TRUE((*e1)->ForwardLayers(*split, *len, {1, 2}).ok());
+  ASSERT_TRUE((*e1)->ForwardLayers(*split, *len, {2, -1}).ok());
+  const std::vector<float> c(split->data_as<float>(), split->data_as<float>() + 5 * 32);
+  EXPECT_LT(MaxAbsDiff(a, c), 1e-5f);
   // A sub-range outside the loaded one is rejected.
+  EXPECT_EQ((*e1)->ForwardLayers(*staged, *len, {0, 3}).code(), StatusCode::kInvalidArgument);
   EXPECT_EQ((*e1)->ForwardLayers(*staged, *len, {0, 2}).code(), StatusCode::kInvalidArgument);
 }
 
