@@ -715,16 +715,12 @@ void NcclCommunicator::Quiesce() {
     comm_.Abort();
 #endif
   }
-  // In-flight events complete once NCCL's kernels have exited; only then is user memory free.
-  std::deque<std::shared_ptr<Op>> inflight;
-  {
-    std::lock_guard lock(mu_);
-    inflight = inflight_;
-  }
-  for (auto& op : inflight) {
-    while (cudaEventQuery(op->event.get()) == cudaErrorNotReady && !deadline.Expired()) {
-      std::this_thread::sleep_for(kBusyPoll);
-    }
+  // Work on the stream ends once NCCL's kernels have exited; only then is user memory free. Waiting
+  // for the whole stream (not only the recorded events) also covers a payload that was enqueued
+  // but whose event the issuer never recorded because the break came first.
+  while (stream_.get() != nullptr && cudaStreamQuery(stream_.get()) == cudaErrorNotReady &&
+         !deadline.Expired()) {
+    std::this_thread::sleep_for(kBusyPoll);
   }
   if (deadline.Expired()) {
     ARCHI_LOG_ERROR("nccl: in-flight work did not stop within {} ms after the break; failing the "

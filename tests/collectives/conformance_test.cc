@@ -31,6 +31,22 @@ using testing::RunRanks;
 
 constexpr int kN = kConformanceRanks;
 
+// The ranks' communicators, destroyed concurrently: a healthy NCCL communicator finalizes on
+// destruction, which may wait for its peers to finalize too.
+class CommGroup {
+ public:
+  explicit CommGroup(std::vector<std::unique_ptr<Communicator>> comms) : comms_(std::move(comms)) {}
+  ~CommGroup() {
+    RunRanks(static_cast<int>(comms_.size()), [this](int r) { comms_[r].reset(); });
+  }
+  CommGroup(CommGroup&&) = default;
+  std::unique_ptr<Communicator>& operator[](size_t i) { return comms_[i]; }
+  const std::vector<std::unique_ptr<Communicator>>& all() const { return comms_; }
+
+ private:
+  std::vector<std::unique_ptr<Communicator>> comms_;
+};
+
 class ConformanceTest : public ::testing::TestWithParam<BackendKind> {
  protected:
   void SetUp() override {
@@ -43,8 +59,7 @@ class ConformanceTest : public ::testing::TestWithParam<BackendKind> {
   BackendKind kind() const { return GetParam(); }
 
   // Connects kN ranks concurrently (rank r's options from `per_rank(r)`).
-  std::vector<std::unique_ptr<Communicator>> Connect(CommOptions base = {},
-                                                     std::vector<CommOptions> per_rank = {}) {
+  CommGroup Connect(CommOptions base = {}, std::vector<CommOptions> per_rank = {}) {
     const std::string prefix = testing::UniquePrefix();
     std::vector<std::unique_ptr<Communicator>> comms(kN);
     std::vector<Status> errors(kN);
@@ -58,7 +73,7 @@ class ConformanceTest : public ::testing::TestWithParam<BackendKind> {
       }
     });
     for (int r = 0; r < kN; ++r) EXPECT_TRUE(errors[r].ok()) << "rank " << r << ": " << errors[r];
-    return comms;
+    return CommGroup(std::move(comms));
   }
 
   std::unique_ptr<BackendTensor> Make(int rank, std::vector<int64_t> shape, DType dtype) {
@@ -71,8 +86,8 @@ class ConformanceTest : public ::testing::TestWithParam<BackendKind> {
   std::shared_ptr<Store> store_;
 };
 
-bool AllConnected(const std::vector<std::unique_ptr<Communicator>>& comms) {
-  for (auto& c : comms) {
+bool AllConnected(const CommGroup& comms) {
+  for (auto& c : comms.all()) {
     if (!c) return false;
   }
   return true;
@@ -326,7 +341,11 @@ TEST_P(ConformanceTest, OpDeadlineBreaksCommunicator) {
   EXPECT_TRUE(comms[0]->broken());
   EXPECT_EQ(comms[0]->error().code(), StatusCode::kDeadlineExceeded);
   EXPECT_EQ(calls.load(), 1);
-  EXPECT_FALSE(comms[1]->broken());  // only the rank whose op timed out
+  // Only the rank whose op timed out breaks (Gloo). NCCL may propagate the revoke to the peer as an
+  // async error, so it is not asserted there.
+  if (kind() == BackendKind::kGloo) {
+    EXPECT_FALSE(comms[1]->broken());
+  }
 }
 
 TEST_P(ConformanceTest, ConnectTimeoutWhenARankNeverShows) {
