@@ -129,7 +129,10 @@ int main(int argc, char** argv) {
   encode_cmd->add_option("--target-s", encode.target_s, "seconds per measurement")
       ->capture_default_str()
       ->check(CLI::Range(0.01, 600.0));
-  encode_cmd->add_flag("--quick", encode.quick, "smoke run: batch 1 and 8, 0.2 s each");
+  encode_cmd->add_option("--rounds", encode.rounds, "rounds alternating the engines (best kept)")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 100));
+  encode_cmd->add_flag("--quick", encode.quick, "smoke run: batch 1 and 8, one round of 0.2 s");
 
   CLI11_PARSE(app, argc, argv);
 

