@@ -360,7 +360,9 @@ class WorldManager::Impl {
     auto epoch_store = [&](uint64_t e) {
       return std::make_shared<PrefixStore>(w.root, base + "/e" + std::to_string(e));
     };
+    std::string created_size;  // the size rank 0 gave the epoch (read before joining it)
     if (w.rank == 0) {
+      created_size = std::to_string(w.size);
       ARCHI_ASSIGN_OR_RETURN(int64_t e, w.root->Add(base + "/epoch", 1, d));
       w.epoch = static_cast<uint64_t>(e);
       w.estore = epoch_store(w.epoch);
@@ -377,7 +379,8 @@ class WorldManager::Impl {
         auto es = epoch_store(static_cast<uint64_t>(*e));
         // Stale: closed, or already cleaned up (its keys, "size" included, were deleted when
         // its last rank left), or our rank there is taken by an earlier incarnation.
-        bool stale = es->Get("closed", d).ok() || !es->Get("size", d).ok();
+        auto size_key = es->Get("size", d);
+        bool stale = es->Get("closed", d).ok() || !size_key.ok();
         if (!stale) {
           ARCHI_ASSIGN_OR_RETURN(std::string holder,
                                  es->CompareSet("rank/" + std::to_string(w.rank), "", token, d));
@@ -386,6 +389,7 @@ class WorldManager::Impl {
         if (!stale) {
           w.epoch = static_cast<uint64_t>(*e);
           w.estore = es;
+          created_size = *size_key;
           break;
         }
         // The current epoch is closed or our rank there is taken (a previous incarnation): wait
@@ -399,20 +403,16 @@ class WorldManager::Impl {
     w.tag = WorldTag(w.name, w.rank, w.size, w.epoch);
     w.label = "world '" + w.name + "' e" + std::to_string(w.epoch) + " rank " +
               std::to_string(w.rank) + "/" + std::to_string(w.size);
-    Status st = JoinEpoch(w, d);
+    Status st = JoinEpoch(w, created_size, d);
     if (!st.ok()) {
       // Nobody may join this epoch any more; the next attempt opens a new one. Rank 0 owns the
-      // epoch and drops its keys, so repeated failed attempts (a peer down for hours) leave
-      // nothing behind.
+      // epoch and drops its keys (a peer down for hours costs one small key per attempt).
       auto d2 = Deadline::AfterMs(200);
-      if (w.rank == 0) {
-        // Deleting "size" marks the epoch stale for late joiners; no key is left behind.
-        w.estore->DeletePrefix("", d2).IgnoreError();
-      } else {
-        w.estore->Set("closed", "initialisation failed at rank " + std::to_string(w.rank) + ": " +
-                                    std::string(st.message()), d2)
-            .IgnoreError();
-      }
+      if (w.rank == 0) w.estore->DeletePrefix("", d2).IgnoreError();
+      // "closed" (one small key left per failed epoch) tells ranks still joining to give up now.
+      w.estore->Set("closed", "initialisation failed at rank " + std::to_string(w.rank) + ": " +
+                                  std::string(st.message()), d2)
+          .IgnoreError();
     }
     return st;
   }
@@ -424,21 +424,31 @@ class WorldManager::Impl {
     return st;
   }
 
-  Status JoinEpoch(World& w, Deadline d) {
+  Status JoinEpoch(World& w, const std::string& created_size, Deadline d) {
     auto& es = *w.estore;
     const std::string me = std::to_string(w.rank);
+    // Published even when the size disagrees, so that rank 0 sees the disagreement too.
     ARCHI_RETURN_IF_ERROR(es.Set("member/" + me,
                                  std::to_string(w.size) + " " + std::to_string(::getpid()) + " " +
                                      HostIdentity(),
                                  d));
-    ARCHI_ASSIGN_OR_RETURN(std::string created_size, es.Get("size", d));
     if (created_size != std::to_string(w.size)) {
       return InvalidArgumentError("size disagreement: this rank says size " + std::to_string(w.size) +
                                   " but rank 0 created the world with size " + created_size);
     }
     std::vector<std::string> keys;
     for (int r = 0; r < w.size; ++r) keys.push_back("member/" + std::to_string(r));
-    ARCHI_RETURN_IF_ERROR(WaitOrExplain(es, keys, d, "not every rank arrived"));
+    // Wait in slices so that an epoch another rank gave up on ("closed") fails us at once
+    // instead of at our deadline.
+    for (;;) {
+      Status st = es.Wait(keys, Deadline::Min(d, Deadline::AfterMs(100)));
+      if (st.ok()) break;
+      if (st.code() != StatusCode::kDeadlineExceeded) return st;
+      if (auto closed = es.Get("closed", d); closed.ok()) {
+        return AbortedError("another rank gave up on epoch " + std::to_string(w.epoch) + ": " + *closed);
+      }
+      if (d.Expired()) return DeadlineExceededError("not every rank arrived (" + std::string(st.message()) + ")");
+    }
     w.peers.clear();
     for (int r = 0; r < w.size; ++r) {
       ARCHI_ASSIGN_OR_RETURN(std::string info, es.Get("member/" + std::to_string(r), d));
