@@ -219,6 +219,11 @@ void GemmViaF32(const void* a, const void* b, const void* bias, void* c, int64_t
   GemmF32(sa.data(), sb.data(), bias ? sbias.data() : nullptr, sc.data(), m, n, k, opts,
           threads);
   FromF32<S>(sc, c, threads);
+  // Keep small scratch for the next call, give large (weight-sized) buffers back.
+  constexpr size_t kKeepFloats = size_t{16} << 20;  // 64 MiB per buffer
+  for (auto* buf : {&sa, &sb, &sbias, &sc}) {
+    if (buf->capacity() > kKeepFloats) std::vector<float>().swap(*buf);
+  }
 }
 
 bool Bf16MatmulWorks() {
