@@ -74,3 +74,15 @@ fi
 grep -q "0 corrupted" "$tmp/mpi.log" || { echo "demo: corrupted replies" >&2; exit 1; }
 grep -q "REBUILT_AT w2" "$tmp/mpi.log" || { echo "demo: w2 was not rebuilt" >&2; exit 1; }
 echo "mpirun exit code $mpi_rc; leader: $(grep -o '[0-9]* replies verified, [0-9]* corrupted' "$tmp/mpi.log")"
+
+# The real model (all-MiniLM-L6-v2, fetched by scripts/fetch_model.sh) on our CPU kernels.
+EMBED="$BUILD/examples/archi-embed"
+MODEL="$BUILD/models/minilm"
+if [ -x "$EMBED" ] && [ -f "$MODEL/model.safetensors" ]; then
+  echo
+  echo "== all-MiniLM-L6-v2 on Archipelago's CPU kernels: cosine similarity of sentence embeddings =="
+  "$EMBED" --model "$MODEL" --similarity "A man is playing a guitar." "Someone plays an instrument." \
+    "The stock market fell today."
+else
+  echo "(real model not available: skipped the embedding step; run scripts/fetch_model.sh $BUILD)"
+fi
