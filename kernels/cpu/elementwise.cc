@@ -48,9 +48,96 @@ void Map2(const void* av, const void* bv, void* yv, int64_t n, int threads, F f)
 
 int64_t LastDim(const Tensor& t) { return t.shape().empty() ? 1 : t.shape().back(); }
 
+// ---- f32 hot loops, multiversioned ----
+// The library is built for baseline x86-64 (SSE2, 4 lanes), which leaves the transcendental ops
+// (GELU, SiLU, SwiGLU, softmax) and LayerNorm compute-bound at 0.2-0.6 of memcpy. These inner
+// chunk/row functions are cloned for x86-64-v4 (AVX-512), x86-64-v3 (AVX2 + FMA) and the
+// baseline; an ifunc picks the clone once at load time, and each clone calls the libmvec variant
+// of its ISA (_ZGVeN16v_expf, _ZGVdN8v_expf, _ZGVbN4v_expf). Same formulas (numeric.h); results
+// differ from the baseline only by FMA contraction and libmvec's per-ISA rounding (<= 4 ulp).
+// f16/bf16 keep the generic templates (their conversions dominate).
+// (-DARCHI_CLONES= builds the baseline only, e.g. to test that path on an AVX-512 machine.)
+#if !defined(ARCHI_CLONES) && defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && \
+    defined(__ELF__)
+#define ARCHI_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#elif !defined(ARCHI_CLONES)
+#define ARCHI_CLONES
+#endif
+
+ARCHI_CLONES void GeluErfF32(const float* x, float* y, int64_t n) {
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) y[i] = GeluErf(x[i]);
+}
+ARCHI_CLONES void GeluTanhF32(const float* x, float* y, int64_t n) {
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) y[i] = GeluTanh(x[i]);
+}
+ARCHI_CLONES void SiluF32(const float* x, float* y, int64_t n) {
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) y[i] = kernels::Silu(x[i]);
+}
+ARCHI_CLONES void SwiGluF32(const float* g, const float* u, float* y, int64_t n) {
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) y[i] = kernels::SwiGlu(g[i], u[i]);
+}
+
+// One LayerNorm row (x may be y: every read of x[i] precedes the write of y[i]).
+ARCHI_CLONES void LayerNormRowF32(const float* x, const float* g, const float* b, float eps,
+                                  float* y, int64_t h) {
+  float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+  for (int64_t i = 0; i < h; ++i) sum += x[i];
+  const float mean = sum / static_cast<float>(h);
+  float var = 0.0f;
+#pragma omp simd reduction(+ : var)
+  for (int64_t i = 0; i < h; ++i) var += (x[i] - mean) * (x[i] - mean);
+  const float rstd = NormRstd(var / static_cast<float>(h), eps);
+#pragma omp simd
+  for (int64_t i = 0; i < h; ++i) y[i] = LayerNormApply(x[i], mean, rstd, g[i], b[i]);
+}
+
+// One softmax row (x may be y); exp values are staged in y, which stays in L1.
+ARCHI_CLONES void SoftmaxRowF32(const float* x, float* y, int64_t h) {
+  float mx = -INFINITY;
+#pragma omp simd reduction(max : mx)
+  for (int64_t i = 0; i < h; ++i) mx = mx < x[i] ? x[i] : mx;  // std::max: NaN is skipped
+  if (mx == -INFINITY) mx = 0.0f;  // all -inf: exp gives 0, the row becomes NaN like torch
+  float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+  for (int64_t i = 0; i < h; ++i) {
+    const float e = expf(x[i] - mx);
+    y[i] = e;
+    sum += e;
+  }
+  const float inv = 1.0f / sum;
+#pragma omp simd
+  for (int64_t i = 0; i < h; ++i) y[i] *= inv;
+}
+
+// Runs f(begin, end) over [0, n) in kChunk pieces across threads (work: the Threads() estimate).
+template <typename F>
+void ForChunks(int64_t n, int threads, int64_t work, F f) {
+  const int64_t chunks = (n + kChunk - 1) / kChunk;
+  const int nt = Threads(threads, chunks, work);
+#pragma omp parallel for num_threads(nt) schedule(static)
+  for (int64_t c = 0; c < chunks; ++c) f(c * kChunk, std::min(n, (c + 1) * kChunk));
+}
+
 }  // namespace
 
 Status Gelu(const Tensor& x, Tensor& y, GeluKind kind, const KernelContext& ctx) {
+  if (x.dtype() == DType::kF32) {
+    const float* xp = x.data_as<const float>();
+    float* yp = y.data_as<float>();
+    ForChunks(x.numel(), ctx.num_threads, x.numel() * 8, [&](int64_t lo, int64_t hi) {
+      if (kind == GeluKind::kErf) {
+        GeluErfF32(xp + lo, yp + lo, hi - lo);
+      } else {
+        GeluTanhF32(xp + lo, yp + lo, hi - lo);
+      }
+    });
+    return Status::Ok();
+  }
   DispatchFloat(x.dtype(), [&]<typename S>() {
     if (kind == GeluKind::kErf) {
       Map1<S>(x.data(), y.data(), x.numel(), ctx.num_threads, [](float v) { return GeluErf(v); });
@@ -62,6 +149,13 @@ Status Gelu(const Tensor& x, Tensor& y, GeluKind kind, const KernelContext& ctx)
 }
 
 Status Silu(const Tensor& x, Tensor& y, const KernelContext& ctx) {
+  if (x.dtype() == DType::kF32) {
+    const float* xp = x.data_as<const float>();
+    float* yp = y.data_as<float>();
+    ForChunks(x.numel(), ctx.num_threads, x.numel() * 8,
+              [&](int64_t lo, int64_t hi) { SiluF32(xp + lo, yp + lo, hi - lo); });
+    return Status::Ok();
+  }
   DispatchFloat(x.dtype(), [&]<typename S>() {
     Map1<S>(x.data(), y.data(), x.numel(), ctx.num_threads,
             [](float v) { return kernels::Silu(v); });
@@ -70,6 +164,15 @@ Status Silu(const Tensor& x, Tensor& y, const KernelContext& ctx) {
 }
 
 Status SwiGlu(const Tensor& gate, const Tensor& up, Tensor& y, const KernelContext& ctx) {
+  if (gate.dtype() == DType::kF32) {
+    const float* gp = gate.data_as<const float>();
+    const float* up_p = up.data_as<const float>();
+    float* yp = y.data_as<float>();
+    ForChunks(gate.numel(), ctx.num_threads, gate.numel() * 4, [&](int64_t lo, int64_t hi) {
+      SwiGluF32(gp + lo, up_p + lo, yp + lo, hi - lo);
+    });
+    return Status::Ok();
+  }
   DispatchFloat(gate.dtype(), [&]<typename S>() {
     Map2<S>(gate.data(), up.data(), y.data(), gate.numel(), ctx.num_threads,
             [](float g, float u) { return kernels::SwiGlu(g, u); });
@@ -89,6 +192,16 @@ Status LayerNorm(const Tensor& x, const Tensor& gamma, const Tensor& beta, float
                  const KernelContext& ctx) {
   const int64_t h = LastDim(x);
   const int64_t rows = h == 0 ? 0 : x.numel() / h;
+  if (x.dtype() == DType::kF32) {
+    const float* xp = x.data_as<const float>();
+    const float* g = gamma.data_as<const float>();
+    const float* bt = beta.data_as<const float>();
+    float* yp = y.data_as<float>();
+    const int nt = Threads(ctx.num_threads, rows, x.numel() * 4);
+#pragma omp parallel for num_threads(nt) schedule(static)
+    for (int64_t r = 0; r < rows; ++r) LayerNormRowF32(xp + r * h, g, bt, eps, yp + r * h, h);
+    return Status::Ok();
+  }
   DispatchFloat(x.dtype(), [&]<typename S>() {
     using T = typename S::T;
     const T* xp = x.data_as<const T>();
@@ -159,6 +272,14 @@ Status RmsNorm(const Tensor& x, const Tensor& gamma, float eps, Tensor& y,
 Status Softmax(const Tensor& x, Tensor& y, const KernelContext& ctx) {
   const int64_t h = LastDim(x);
   const int64_t rows = h == 0 ? 0 : x.numel() / h;
+  if (x.dtype() == DType::kF32) {
+    const float* xp = x.data_as<const float>();
+    float* yp = y.data_as<float>();
+    const int nt = Threads(ctx.num_threads, rows, x.numel() * 8);
+#pragma omp parallel for num_threads(nt) schedule(static)
+    for (int64_t r = 0; r < rows; ++r) SoftmaxRowF32(xp + r * h, yp + r * h, h);
+    return Status::Ok();
+  }
   DispatchFloat(x.dtype(), [&]<typename S>() {
     using T = typename S::T;
     const T* xp = x.data_as<const T>();
