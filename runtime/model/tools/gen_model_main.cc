@@ -1,6 +1,7 @@
 // archi-gen-model: writes a deterministic random model (config.json + model.safetensors).
 //   archi-gen-model --arch llama --out /tmp/m --hidden 64 --layers 4 --heads 4 --kv-heads 2
 #include <CLI/CLI.hpp>
+#include <cmath>
 #include <cstdio>
 #include <string>
 
@@ -45,6 +46,12 @@ int main(int argc, char** argv) {
   app.add_option("--rope-theta", rope_theta, "rotary base (llama)")->capture_default_str();
   app.add_option("--seed", seed, "random seed")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
+  // 0 (the default) means the architecture's default; anything else must be a valid epsilon.
+  if (!(norm_eps >= 0.0) || !std::isfinite(norm_eps)) {
+    std::fprintf(stderr, "archi-gen-model: --norm-eps must be a finite number >= 0, got %g\n",
+                 norm_eps);
+    return 2;
+  }
 
   const bool decoder = arch == "llama";
   c.architecture = decoder ? Architecture::kLlamaDecoder : Architecture::kBertEncoder;
