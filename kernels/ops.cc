@@ -426,6 +426,12 @@ Status Rotary(Tensor& x, int64_t position_offset, float theta, const KernelConte
   ARCHI_RETURN_IF_ERROR(Rank(op, "x", x, 4));
   if (x.shape()[3] % 2 != 0) return Bad(op, "x head dimension must be even");
   if (position_offset < 0) return Bad(op, "position_offset must be >= 0");
+  // Positions are position_offset + s for s < S; keep them exactly representable in the f32 angle
+  // math (and far from int64 overflow).
+  constexpr int64_t kMaxPosition = int64_t{1} << 24;
+  if (position_offset > kMaxPosition - x.shape()[2]) {
+    return Bad(op, "position_offset + sequence length exceeds 2^24 positions");
+  }
   if (!(theta > 0.0f)) return Bad(op, "theta must be > 0");
   ARCHI_OPS_DISPATCH(Rotary, x, x, position_offset, theta, ctx);
 }

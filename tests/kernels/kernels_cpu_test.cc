@@ -603,6 +603,11 @@ TEST(KernelsCpu, BadInputGivesInvalidArgument) {
   // Rotary with odd head dimension; MeanPool with wrong out shape.
   Tensor odd = Alloc({1, 1, 2, 7}, DType::kF32);
   EXPECT_EQ(Rotary(odd, 0).code(), kInvalid);
+  // Rotary positions past 2^24 (or an offset near INT64_MAX, which would overflow) are refused.
+  Tensor even = Alloc({1, 1, 2, 8}, DType::kF32);
+  EXPECT_EQ(Rotary(even, INT64_MAX).code(), kInvalid);
+  EXPECT_EQ(Rotary(even, (int64_t{1} << 24) - 1).code(), kInvalid);
+  EXPECT_TRUE(Rotary(even, (int64_t{1} << 24) - 2).ok());
   Tensor x3 = Alloc({2, 3, 4}, DType::kF32), pooled_bad = Alloc({2, 3}, DType::kF32);
   EXPECT_EQ(MeanPool(x3, nullptr, pooled_bad).code(), kInvalid);
   // Embedding with float ids.
