@@ -65,6 +65,23 @@ void IgnoreSigpipeOnce() {
 }
 }  // namespace
 
+std::string_view ReduceOpName(ReduceOp op) {
+  switch (op) {
+    case ReduceOp::kSum: return "sum";
+    case ReduceOp::kProd: return "prod";
+    case ReduceOp::kMin: return "min";
+    case ReduceOp::kMax: return "max";
+  }
+  return "?";
+}
+
+bool IsValidReduceOp(ReduceOp op) { return static_cast<uint8_t>(op) <= static_cast<uint8_t>(ReduceOp::kMax); }
+
+std::string WireDTypeName(uint8_t dtype) {
+  if (dtype > static_cast<uint8_t>(DType::kU8)) return "dtype#" + std::to_string(dtype);
+  return std::string(DTypeName(static_cast<DType>(dtype)));
+}
+
 Result<std::unique_ptr<Communicator>> CreateCommunicator(BackendKind kind, int rank, int size,
                                                          std::shared_ptr<Store> store,
                                                          CommOptions options) {

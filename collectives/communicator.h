@@ -34,6 +34,11 @@
 namespace archi {
 
 enum class ReduceOp : uint8_t { kSum, kProd, kMin, kMax };
+std::string_view ReduceOpName(ReduceOp op);  // "sum", "prod", "min", "max"
+bool IsValidReduceOp(ReduceOp op);
+// Name of a dtype as carried in a backend's wire header (a raw byte that may be corrupt):
+// "f32", ..., or "dtype#N" for a value outside DType.
+std::string WireDTypeName(uint8_t dtype);
 
 class Work {
  public:

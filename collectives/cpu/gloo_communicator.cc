@@ -1,5 +1,7 @@
 #include "collectives/cpu/gloo_communicator.h"
 
+#include "runtime/core/half.h"
+
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -63,11 +65,6 @@ static_assert(sizeof(GlooCommunicator::WireHeader) == 40);
 
 uint64_t DataSlot(uint64_t seq) { return kDataSlotBase | (seq & kSlotMask); }
 
-std::string DTypeStr(uint8_t dt) {
-  if (dt > static_cast<uint8_t>(DType::kU8)) return "dtype#" + std::to_string(dt);
-  return std::string(DTypeName(static_cast<DType>(dt)));
-}
-
 Status CheckTensor(const Tensor& t, std::string_view what) {
   if (!t.defined()) return InvalidArgumentError(std::string(what) + ": undefined tensor");
   if (!t.device().is_cpu()) {
@@ -78,72 +75,6 @@ Status CheckTensor(const Tensor& t, std::string_view what) {
 }
 
 // ---- reductions -------------------------------------------------------------------------------
-
-float HalfToFloat(uint16_t h) {
-  const uint32_t sign = (h & 0x8000u) << 16;
-  uint32_t exp = (h >> 10) & 0x1f;
-  uint32_t mant = h & 0x3ffu;
-  uint32_t bits;
-  if (exp == 0) {
-    if (mant == 0) {
-      bits = sign;
-    } else {  // subnormal: normalise
-      exp = 127 - 15 + 1;
-      while ((mant & 0x400u) == 0) {
-        mant <<= 1;
-        --exp;
-      }
-      mant &= 0x3ffu;
-      bits = sign | (exp << 23) | (mant << 13);
-    }
-  } else if (exp == 0x1f) {
-    bits = sign | 0x7f800000u | (mant << 13);
-  } else {
-    bits = sign | ((exp + 127 - 15) << 23) | (mant << 13);
-  }
-  float f;
-  std::memcpy(&f, &bits, 4);
-  return f;
-}
-
-uint16_t FloatToHalf(float f) {
-  uint32_t x;
-  std::memcpy(&x, &f, 4);
-  const uint32_t sign = (x >> 16) & 0x8000u;
-  const uint32_t abs = x & 0x7fffffffu;
-  if (abs >= 0x7f800000u) return static_cast<uint16_t>(sign | 0x7c00u | (abs > 0x7f800000u ? 0x200u : 0));
-  if (abs >= 0x477ff000u) return static_cast<uint16_t>(sign | 0x7c00u);  // overflow -> inf
-  if (abs < 0x38800000u) {  // subnormal or zero in half
-    if (abs < 0x33000000u) return static_cast<uint16_t>(sign);
-    const uint32_t e = abs >> 23;
-    const uint32_t m = (abs & 0x7fffffu) | 0x800000u;
-    const uint32_t shift = 126 - e;  // 14..24
-    uint32_t half_m = m >> (shift);
-    const uint32_t rem = m & ((1u << shift) - 1);
-    const uint32_t halfway = 1u << (shift - 1);
-    if (rem > halfway || (rem == halfway && (half_m & 1u))) ++half_m;
-    return static_cast<uint16_t>(sign | half_m);
-  }
-  uint32_t h = ((abs - 0x38000000u) >> 13);
-  const uint32_t rem = abs & 0x1fffu;
-  if (rem > 0x1000u || (rem == 0x1000u && (h & 1u))) ++h;
-  return static_cast<uint16_t>(sign | h);
-}
-
-float Bf16ToFloat(uint16_t b) {
-  uint32_t bits = static_cast<uint32_t>(b) << 16;
-  float f;
-  std::memcpy(&f, &bits, 4);
-  return f;
-}
-
-uint16_t FloatToBf16(float f) {
-  uint32_t x;
-  std::memcpy(&x, &f, 4);
-  if ((x & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((x >> 16) | 0x40u);  // NaN
-  x += 0x7fffu + ((x >> 16) & 1u);
-  return static_cast<uint16_t>(x >> 16);
-}
 
 template <typename T>
 T Apply(ReduceOp op, T a, T b) {
@@ -213,21 +144,6 @@ void AllreduceAny(const std::shared_ptr<gloo::Context>& ctx, void* data, size_t 
   throw gloo::InvalidOperationException("unsupported dtype");
 }
 
-const char* ReduceOpName(ReduceOp op) {
-  switch (op) {
-    case ReduceOp::kSum:
-      return "sum";
-    case ReduceOp::kProd:
-      return "prod";
-    case ReduceOp::kMin:
-      return "min";
-    case ReduceOp::kMax:
-      return "max";
-  }
-  return "?";
-}
-
-bool ValidReduceOp(ReduceOp op) { return static_cast<uint8_t>(op) <= 3; }
 
 }  // namespace
 
@@ -421,9 +337,9 @@ Status GlooCommunicator::MatchLocked(int peer, const std::shared_ptr<RecvOp>& op
     op->ack_status = kAckMismatch;
     op->result = InvalidArgumentError(
         "recv from rank " + std::to_string(peer) + " tag " + std::to_string(h.tag) +
-        ": sender sent " + std::to_string(h.nbytes) + " bytes of " + DTypeStr(h.dtype) +
+        ": sender sent " + std::to_string(h.nbytes) + " bytes of " + WireDTypeName(h.dtype) +
         ", receiver expects " + std::to_string(op->nbytes) + " bytes of " +
-        DTypeStr(static_cast<uint8_t>(op->dtype)));
+        WireDTypeName(static_cast<uint8_t>(op->dtype)));
     if (h.nbytes > kMaxDrainBytes) {
       return AbortedError("peer rank " + std::to_string(peer) + ": mismatched message of " +
                           std::to_string(h.nbytes) + " bytes is too large to drain (" +
@@ -637,9 +553,9 @@ void GlooCommunicator::HandleHeader(int peer, const WireHeader& h) {
     } else {
       op->work->Complete(InvalidArgumentError(
           "send to rank " + std::to_string(peer) + " tag " + std::to_string(h.tag) + ": sent " +
-          std::to_string(op->hdr.nbytes) + " bytes of " + DTypeStr(op->hdr.dtype) +
+          std::to_string(op->hdr.nbytes) + " bytes of " + WireDTypeName(op->hdr.dtype) +
           ", receiver expects " + std::to_string(h.recv_nbytes) + " bytes of " +
-          DTypeStr(h.recv_dtype)));
+          WireDTypeName(h.recv_dtype)));
     }
     return;
   }
@@ -810,14 +726,14 @@ std::shared_ptr<Work> GlooCommunicator::Broadcast(Tensor& tensor, int root, OpOp
 std::shared_ptr<Work> GlooCommunicator::AllReduce(Tensor& tensor, ReduceOp op, OpOptions opts) {
   try {
     if (Status s = CheckTensor(tensor, "all_reduce"); !s.ok()) return CompletedWork(s);
-    if (!ValidReduceOp(op)) return CompletedWork(InvalidArgumentError("all_reduce: bad op"));
+    if (!IsValidReduceOp(op)) return CompletedWork(InvalidArgumentError("all_reduce: bad op"));
     void* data = tensor.data();
     const size_t numel = static_cast<size_t>(tensor.numel());
     const DType dtype = tensor.dtype();
     auto ctx = context_;
     const int size = size_;
     return EnqueueCollective(
-        std::string("all_reduce(") + ReduceOpName(op) + ")", opts,
+        std::string("all_reduce(") + std::string(ReduceOpName(op)) + ")", opts,
         [ctx, data, numel, dtype, op, size](milliseconds timeout) {
           if (numel == 0 || size == 1) return;
           AllreduceAny(ctx, data, numel, dtype, op, timeout);
@@ -873,7 +789,7 @@ std::shared_ptr<Work> GlooCommunicator::ReduceScatter(const Tensor& input, Tenso
   try {
     if (Status s = CheckTensor(input, "reduce_scatter input"); !s.ok()) return CompletedWork(s);
     if (Status s = CheckTensor(output, "reduce_scatter output"); !s.ok()) return CompletedWork(s);
-    if (!ValidReduceOp(op)) return CompletedWork(InvalidArgumentError("reduce_scatter: bad op"));
+    if (!IsValidReduceOp(op)) return CompletedWork(InvalidArgumentError("reduce_scatter: bad op"));
     if (input.dtype() != output.dtype()) {
       return CompletedWork(InvalidArgumentError(
           "reduce_scatter: input dtype " + std::string(DTypeName(input.dtype())) +
@@ -893,7 +809,7 @@ std::shared_ptr<Work> GlooCommunicator::ReduceScatter(const Tensor& input, Tenso
     const int size = size_;
     const int rank = rank_;
     return EnqueueCollective(
-        std::string("reduce_scatter(") + ReduceOpName(op) + ")", opts,
+        std::string("reduce_scatter(") + std::string(ReduceOpName(op)) + ")", opts,
         [ctx, in, out, block_numel, block_bytes, dtype, op, size, rank](milliseconds timeout) {
           if (block_bytes == 0) return;
           if (size == 1) {

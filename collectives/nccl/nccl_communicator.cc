@@ -56,7 +56,6 @@ ncclDataType_t ToNccl(DType dtype) {
   return ncclUint8;
 }
 
-bool ValidReduceOp(ReduceOp op) { return static_cast<uint8_t>(op) <= 3; }
 
 ncclRedOp_t ToNccl(ReduceOp op) {
   switch (op) {
@@ -70,25 +69,6 @@ ncclRedOp_t ToNccl(ReduceOp op) {
       return ncclMax;
   }
   return ncclSum;
-}
-
-const char* ReduceOpName(ReduceOp op) {
-  switch (op) {
-    case ReduceOp::kSum:
-      return "sum";
-    case ReduceOp::kProd:
-      return "prod";
-    case ReduceOp::kMin:
-      return "min";
-    case ReduceOp::kMax:
-      return "max";
-  }
-  return "?";
-}
-
-std::string DTypeStr(uint8_t dt) {
-  if (dt > static_cast<uint8_t>(DType::kU8)) return "dtype#" + std::to_string(dt);
-  return std::string(DTypeName(static_cast<DType>(dt)));
 }
 
 std::string ToHex(const void* data, size_t n) {
@@ -440,9 +420,9 @@ Status NcclCommunicator::IssueP2P(Op& op) {
                                 " (NCCL pairs point-to-point ops per peer in issue order)");
   }
   if (s.dtype != r.dtype || s.nbytes != r.nbytes) {
-    return InvalidArgumentError(where + ": mismatch: sender has " + DTypeStr(s.dtype) + " x " +
+    return InvalidArgumentError(where + ": mismatch: sender has " + WireDTypeName(s.dtype) + " x " +
                                 std::to_string(s.nbytes) + " bytes, receiver expects " +
-                                DTypeStr(r.dtype) + " x " + std::to_string(r.nbytes) + " bytes");
+                                WireDTypeName(r.dtype) + " x " + std::to_string(r.nbytes) + " bytes");
   }
   if (op.nbytes == 0) return Status();
   // Phase 2: the payload.
@@ -519,9 +499,9 @@ std::shared_ptr<Work> NcclCommunicator::Broadcast(Tensor& tensor, int root, OpOp
 std::shared_ptr<Work> NcclCommunicator::AllReduce(Tensor& tensor, ReduceOp op_kind,
                                                   OpOptions opts) {
   if (Status s = CheckTensor(tensor, "all_reduce"); !s.ok()) return CompletedWork(s);
-  if (!ValidReduceOp(op_kind)) return CompletedWork(InvalidArgumentError("all_reduce: bad op"));
+  if (!IsValidReduceOp(op_kind)) return CompletedWork(InvalidArgumentError("all_reduce: bad op"));
   auto op = std::make_shared<Op>();
-  op->what = std::string("all_reduce(") + ReduceOpName(op_kind) + ")";
+  op->what = std::string("all_reduce(") + std::string(ReduceOpName(op_kind)) + ")";
   op->deadline = OpDeadline(opts, &op->timeout_ms);
   void* data = tensor.data();
   const size_t numel = static_cast<size_t>(tensor.numel());
@@ -565,7 +545,7 @@ std::shared_ptr<Work> NcclCommunicator::ReduceScatter(const Tensor& input, Tenso
                                                       ReduceOp op_kind, OpOptions opts) {
   if (Status s = CheckTensor(input, "reduce_scatter input"); !s.ok()) return CompletedWork(s);
   if (Status s = CheckTensor(output, "reduce_scatter output"); !s.ok()) return CompletedWork(s);
-  if (!ValidReduceOp(op_kind)) {
+  if (!IsValidReduceOp(op_kind)) {
     return CompletedWork(InvalidArgumentError("reduce_scatter: bad op"));
   }
   if (input.dtype() != output.dtype()) {
@@ -579,7 +559,7 @@ std::shared_ptr<Work> NcclCommunicator::ReduceScatter(const Tensor& input, Tenso
         std::to_string(output.numel() * size_) + " (size x output)"));
   }
   auto op = std::make_shared<Op>();
-  op->what = std::string("reduce_scatter(") + ReduceOpName(op_kind) + ")";
+  op->what = std::string("reduce_scatter(") + std::string(ReduceOpName(op_kind)) + ")";
   op->deadline = OpDeadline(opts, &op->timeout_ms);
   const void* in = input.data();
   void* out = output.data();

@@ -1,5 +1,5 @@
 // Scalar math shared by the CPU and CUDA implementations: one source of truth for every
-// per-element formula and for the f16/bf16 <-> f32 conversions. Functions are ARCHI_HD
+// per-element formula (the f16/bf16 conversions come from runtime/core/half.h). Functions are ARCHI_HD
 // (__host__ __device__ under nvcc, plain inline otherwise), so the CPU tests exercise the very
 // code the GPU kernels run.
 #pragma once
@@ -8,79 +8,15 @@
 #include <cstdint>
 #include <cstring>
 
-#if defined(__CUDACC__)
-#define ARCHI_HD __host__ __device__ __forceinline__
-#else
-#define ARCHI_HD inline
-#endif
+#include "runtime/core/half.h"  // ARCHI_HD and the f16/bf16 conversions
 
 namespace archi::kernels {
 
-// bf16: the top 16 bits of an f32, round to nearest even; NaN stays NaN.
-ARCHI_HD float Bf16ToFloat(uint16_t h) {
-  uint32_t bits = static_cast<uint32_t>(h) << 16;
-  float f;
-  memcpy(&f, &bits, sizeof(f));
-  return f;
-}
-ARCHI_HD uint16_t FloatToBf16(float f) {
-  uint32_t bits;
-  memcpy(&bits, &f, sizeof(bits));
-  if ((bits & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((bits >> 16) | 0x40u);
-  bits += 0x7fffu + ((bits >> 16) & 1u);
-  return static_cast<uint16_t>(bits >> 16);
-}
-
-// IEEE binary16, round to nearest even, with subnormals, infinities and NaN.
-ARCHI_HD float HalfToFloat(uint16_t h) {
-  const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
-  uint32_t exp = (h >> 10) & 0x1fu;
-  uint32_t mant = h & 0x3ffu;
-  uint32_t bits;
-  if (exp == 0) {
-    if (mant == 0) {
-      bits = sign;
-    } else {  // subnormal: normalise
-      exp = 127 - 15 + 1;
-      while ((mant & 0x400u) == 0) {
-        mant <<= 1;
-        --exp;
-      }
-      mant &= 0x3ffu;
-      bits = sign | (exp << 23) | (mant << 13);
-    }
-  } else if (exp == 0x1f) {
-    bits = sign | 0x7f800000u | (mant << 13);
-  } else {
-    bits = sign | ((exp + 127 - 15) << 23) | (mant << 13);
-  }
-  float f;
-  memcpy(&f, &bits, sizeof(f));
-  return f;
-}
-ARCHI_HD uint16_t FloatToHalf(float f) {
-  uint32_t bits;
-  memcpy(&bits, &f, sizeof(bits));
-  const uint16_t sign = static_cast<uint16_t>((bits >> 16) & 0x8000u);
-  const uint32_t abs = bits & 0x7fffffffu;
-  if (abs > 0x7f800000u) return sign | 0x7e00u;                 // NaN
-  if (abs >= 0x477ff000u) return sign | 0x7c00u;                // overflow -> inf
-  if (abs < 0x38800000u) {                                      // subnormal or zero
-    if (abs < 0x33000000u) return sign;                         // rounds to zero
-    const uint32_t exp = abs >> 23;
-    const uint32_t mant = (abs & 0x7fffffu) | 0x800000u;
-    const uint32_t shift = 126 - exp;                           // 14..24
-    uint32_t h = mant >> shift;
-    const uint32_t rem = mant & ((1u << shift) - 1);
-    const uint32_t half = 1u << (shift - 1);
-    if (rem > half || (rem == half && (h & 1u))) ++h;
-    return sign | static_cast<uint16_t>(h);
-  }
-  uint32_t h = ((abs >> 13) - ((127 - 15) << 10));
-  const uint32_t rem = abs & 0x1fffu;
-  if (rem > 0x1000u || (rem == 0x1000u && (h & 1u))) ++h;
-  return sign | static_cast<uint16_t>(h);
-}
+// The f16/bf16 conversions live in runtime/core/half.h (shared with the collectives).
+using ::archi::Bf16ToFloat;
+using ::archi::FloatToBf16;
+using ::archi::FloatToHalf;
+using ::archi::HalfToFloat;
 
 // Activations (f32 in, f32 out).
 ARCHI_HD float GeluErf(float x) { return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f)); }
