@@ -3,6 +3,7 @@
 //   mpirun --allow-run-as-root --oversubscribe -np 2 archi-bench p2p --out docs/bench
 //   archi-bench faults --out docs/bench
 //   archi-bench kernels --out docs/bench
+//   archi-bench pipeline --out docs/bench
 //
 // `p2p` is the MultiWorld overhead experiment (1 world vs 4 worlds vs Open MPI send/recv),
 // `faults` times world creation, dead-peer (SIGKILL) and hung-peer (SIGSTOP) detection and
@@ -16,6 +17,7 @@
 #include "bench/faults/faults_bench.h"
 #include "bench/kernels/kernels_bench.h"
 #include "bench/p2p/p2p_bench.h"
+#include "bench/pipeline/pipeline_bench.h"
 
 int main(int argc, char** argv) {
   using archi::bench::FaultsOptions;
@@ -134,7 +136,52 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(1, 100));
   encode_cmd->add_flag("--quick", encode.quick, "smoke run: batch 1 and 8, one round of 0.2 s");
 
+  archi::bench::PipelineOptions pipeline;
+  auto* pipeline_cmd = app.add_subcommand(
+      "pipeline",
+      "pipeline-parallel serving with real processes (archi-frontend + archi-worker): a sweep of "
+      "1..4 stages x 1..2 replicas of the middle stages vs the whole model in this process, and a "
+      "timeline with kill -9 of a middle replica and a new one added; --scenario demo prints it "
+      "live (make demo)");
+  pipeline_cmd->add_option("--out", pipeline.out_dir,
+                           "output directory (pipeline.md, pipeline_*.csv, pipeline_*.png)")
+      ->capture_default_str();
+  pipeline_cmd->add_option("--scenario", pipeline.scenario, "sweep, timeline, all or demo")
+      ->check(CLI::IsMember({"sweep", "timeline", "all", "demo"}))
+      ->capture_default_str();
+  pipeline_cmd->add_option("--model", pipeline.model_dir,
+                           "model dir (default BUILD/models/minilm or build/models/minilm; a "
+                           "generated model when neither exists)");
+  pipeline_cmd->add_flag("--gen-model", pipeline.gen_model,
+                         "serve a generated model (token-id requests) even if the real one exists");
+  pipeline_cmd->add_option("--duration-s", pipeline.duration_s,
+                           "seconds per sweep load / of the timeline (default 4 / 15)")
+      ->check(CLI::Range(0.2, 3600.0));
+  pipeline_cmd->add_flag("--quick", pipeline.quick, "smoke run: 2 sweep points, 1 s loads, 4.5 s timeline");
+  pipeline_cmd->add_option("--batch", pipeline.batch, "plan max_batch (and low-load concurrency)")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 64));
+  pipeline_cmd->add_option("--worker-threads", pipeline.worker_threads,
+                           "archi-worker --threads (and the in-process reference's threads)")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 256));
+  pipeline_cmd->add_option("--deadline-ms", pipeline.deadline_ms, "per-request deadline")
+      ->capture_default_str()
+      ->check(CLI::Range(100, 600'000));
+  pipeline_cmd->add_option("--frontend-bin", pipeline.frontend_bin, "archi-frontend binary");
+  pipeline_cmd->add_option("--worker-bin", pipeline.worker_bin, "archi-worker binary");
+  pipeline_cmd->add_option("--log-level", pipeline.log_level,
+                           "ARCHI_LOG_LEVEL of the frontend and workers (their logs)")
+      ->capture_default_str();
+  pipeline_cmd->add_flag("--keep-logs", pipeline.keep_logs,
+                         "keep the run directory (process logs, plans) even on success");
+
   CLI11_PARSE(app, argc, argv);
+
+  if (*pipeline_cmd) {
+    pipeline.command = command;
+    return archi::bench::RunPipeline(std::move(pipeline));
+  }
 
   if (*kernels_cmd) {
     kernels.command = command;

@@ -239,6 +239,11 @@ class LoadGenerator::Impl {
     return report;
   }
 
+  Clock::time_point start_time() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return t0_;
+  }
+
   Progress GetProgress() const {
     std::lock_guard<std::mutex> lock(mu_);
     Progress p;
@@ -445,6 +450,7 @@ Status LoadGenerator::Start() { return impl_->Start(); }
 void LoadGenerator::Stop() { impl_->Stop(); }
 Result<LoadReport> LoadGenerator::Wait(Deadline deadline) { return impl_->Wait(deadline); }
 LoadGenerator::Progress LoadGenerator::GetProgress() const { return impl_->GetProgress(); }
+Clock::time_point LoadGenerator::start_time() const { return impl_->start_time(); }
 
 Result<LoadReport> LoadGenerator::Run() {
   ARCHI_RETURN_IF_ERROR(Start());

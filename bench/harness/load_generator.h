@@ -124,6 +124,8 @@ class LoadGenerator {
     double elapsed_ms = 0;
   };
   Progress GetProgress() const;
+  // The instant Start was called: RequestRecord times are ms since then.
+  Clock::time_point start_time() const;
 
   class Impl;
 
