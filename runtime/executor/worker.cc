@@ -1,0 +1,199 @@
+#include "runtime/executor/worker.h"
+
+#include <unistd.h>
+
+#include <chrono>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "runtime/core/logging.h"
+#include "world/store_client.h"
+
+namespace archi::executor {
+
+StageWorker::StageWorker(WorkerOptions options) : options_(std::move(options)) {
+  if (options_.id.empty()) {
+    options_.id = "s" + std::to_string(options_.stage) + "-" + std::to_string(getpid());
+  }
+}
+
+StageWorker::~StageWorker() { Stop(); }
+
+void StageWorker::RequestDrain() {
+  drain_requested_ = true;
+  cv_.notify_all();
+}
+
+void StageWorker::Stop() {
+  stop_requested_ = true;
+  cv_.notify_all();
+}
+
+void StageWorker::OnBatch(Batch&& batch, Origin origin) {
+  {
+    std::lock_guard lock(mu_);
+    queue_.emplace_back(std::move(batch), std::move(origin));
+  }
+  cv_.notify_one();
+}
+
+void StageWorker::ComputeLoop(std::stop_token st) {
+  const PayloadKind want = model_->input_kind();
+  while (true) {
+    std::pair<Batch, Origin> item;
+    {
+      std::unique_lock lock(mu_);
+      cv_.wait_for(lock, std::chrono::milliseconds(100),
+                   [&] { return !queue_.empty() || st.stop_requested(); });
+      if (st.stop_requested()) return;
+      if (queue_.empty()) continue;
+      item = std::move(queue_.front());
+      queue_.pop_front();
+      busy_ = true;
+    }
+    Batch& in = item.first;
+    const int64_t now = UnixMillis();
+    bool forwarded = false;
+    if (in.deadline_unix_ms != 0 && in.deadline_unix_ms < now) {
+      // Every request of it has been answered DEADLINE_EXCEEDED by the frontend already.
+      std::lock_guard lock(mu_);
+      ++expired_;
+    } else if (in.kind != want || in.stage != options_.stage) {
+      ARCHI_LOG_ERROR(
+          "worker {}: micro-batch {} is a {} for stage {}; this stage takes {} (dropped)",
+          options_.id, in.batch_id, PayloadKindName(in.kind), in.stage, PayloadKindName(want));
+    } else {
+      auto lengths = Tensor::Empty({static_cast<int64_t>(in.lengths.size())}, DType::kI32);
+      Result<Tensor> out = lengths.status();
+      if (lengths.ok()) {
+        std::copy(in.lengths.begin(), in.lengths.end(), lengths->data_as<int32_t>());
+        out = model_->Run(in.payload, *lengths);
+      }
+      if (options_.extra_compute_ms > 0) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(options_.extra_compute_ms));
+      }
+      if (!out.ok()) {
+        ARCHI_LOG_ERROR("worker {}: micro-batch {} failed: {} (dropped)", options_.id, in.batch_id,
+                        out.status().ToString());
+      } else {
+        Batch next;
+        next.batch_id = in.batch_id;
+        next.attempt = in.attempt;
+        next.stage = options_.stage + 1;
+        next.deadline_unix_ms = in.deadline_unix_ms;
+        next.request_ids = std::move(in.request_ids);
+        next.lengths = std::move(in.lengths);
+        next.kind = model_->output_kind();
+        next.payload = std::move(*out);
+        node_->Forward(std::move(next), std::move(item.second));
+        forwarded = true;
+      }
+    }
+    if (!forwarded) node_->Ack(item.second);
+    std::lock_guard lock(mu_);
+    busy_ = false;
+    ++processed_;
+  }
+}
+
+Status StageWorker::Run() {
+  ARCHI_RETURN_IF_ERROR(ValidateMemberId(options_.id));
+  ARCHI_ASSIGN_OR_RETURN(auto store,
+                         StoreClient::Connect(options_.store_address, Deadline::AfterMs(10'000)));
+  const std::string plan_key = PlanKey(options_.pipeline);
+  Status waited = store->Wait({plan_key}, Deadline::AfterMs(options_.plan_wait_ms));
+  if (!waited.ok()) {
+    return Status(waited.code(), "no plan for pipeline '" + options_.pipeline +
+                                     "' in the store at " + options_.store_address + ": " +
+                                     std::string(waited.message()));
+  }
+  ARCHI_ASSIGN_OR_RETURN(std::string plan_json, store->Get(plan_key, Deadline::AfterMs(5000)));
+  ARCHI_ASSIGN_OR_RETURN(plan_, PipelinePlan::FromJson(plan_json));
+  if (options_.stage < 0 || options_.stage >= plan_.num_stages()) {
+    return InvalidArgumentError("stage " + std::to_string(options_.stage) + " outside the plan's " +
+                                std::to_string(plan_.num_stages()) + " stages");
+  }
+  const auto range = plan_.stages[static_cast<size_t>(options_.stage)];
+  const auto t0 = std::chrono::steady_clock::now();
+  ARCHI_ASSIGN_OR_RETURN(model_, StageModel::Load(plan_.model_dir, range, options_.threads));
+  const double load_ms =
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  ARCHI_LOG_INFO("worker {}: stage {} layers [{}, {}) of {} loaded in {:.0f} ms", options_.id,
+                 options_.stage, range.begin, range.end, plan_.model_dir, load_ms);
+
+  NodeOptions no;
+  no.pipeline = plan_.name;
+  no.id = options_.id;
+  no.stage = options_.stage;
+  no.num_stages = plan_.num_stages();
+  no.max_inflight_per_link = plan_.max_inflight_per_link;
+  no.store = store;
+  node_ = std::make_unique<PipelineNode>(
+      no, [this](Batch&& b, Origin o) { OnBatch(std::move(b), std::move(o)); });
+  ARCHI_RETURN_IF_ERROR(node_->Start());
+  std::jthread compute([this](std::stop_token st) { ComputeLoop(st); });
+
+  bool ready_written = false;
+  Status result = Status::Ok();
+  bool drain_begun = false;
+  while (true) {
+    if (stop_requested_) break;
+    if (node_->fenced()) {
+      result = AbortedError("worker " + options_.id + " was fenced by its neighbours");
+      break;
+    }
+    if (drain_requested_ && !drain_begun) {
+      drain_begun = true;
+      Status st = node_->BeginDrain();
+      if (!st.ok())
+        ARCHI_LOG_WARN("worker {}: cannot mark draining: {}", options_.id, st.ToString());
+      ARCHI_LOG_INFO("worker {}: draining", options_.id);
+    }
+    if (node_->draining()) {
+      if (!drain_begun) {
+        drain_begun = true;
+        ARCHI_LOG_INFO("worker {}: draining (admin request)", options_.id);
+      }
+      bool idle;
+      {
+        std::lock_guard lock(mu_);
+        idle = queue_.empty() && !busy_;
+      }
+      if (idle && node_->Drained()) {
+        ARCHI_LOG_INFO("worker {}: drained after {} micro-batches", options_.id, processed_);
+        break;
+      }
+    }
+    if (!ready_written && !options_.ready_file.empty()) {
+      auto members = store->Get(MembersPrefix(plan_.name) + options_.id, Deadline::AfterMs(1000));
+      if (members.ok()) {
+        auto m = MemberInfo::FromJson(*members);
+        if (m.ok() && m->state == "ready") {
+          nlohmann::json j = {{"id", options_.id},
+                              {"pid", getpid()},
+                              {"stage", options_.stage},
+                              {"ready_unix_ms", m->ready_unix_ms}};
+          const std::string tmp = options_.ready_file + ".tmp";
+          {
+            std::ofstream f(tmp);
+            f << j.dump() << "\n";
+          }
+          if (std::rename(tmp.c_str(), options_.ready_file.c_str()) != 0) {
+            ARCHI_LOG_WARN("worker {}: cannot write {}", options_.id, options_.ready_file);
+          }
+          ready_written = true;
+          ARCHI_LOG_INFO("worker {}: ready", options_.id);
+        }
+      }
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  compute.request_stop();
+  cv_.notify_all();
+  compute.join();
+  node_->Stop();
+  return result;
+}
+
+}  // namespace archi::executor

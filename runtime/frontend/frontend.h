@@ -1,0 +1,48 @@
+// Frontend: request intake of a pipeline. Serves the gRPC Inference API (proto/inference.proto),
+// tokenises text when the model has a tokenizer (vocab.txt beside it), admits requests into a
+// bounded queue, forms micro-batches (up to max_batch, waiting at most max_wait_ms for company),
+// sends them into stage 0 through its PipelineNode (stage -1: the source of stage 0 and the sink of
+// the last stage) and answers every admitted request exactly once: with its embedding, with
+// DEADLINE_EXCEEDED when its deadline passes first (a late result is then dropped), or with
+// UNAVAILABLE when the frontend shuts down. It also hosts the rendezvous store (by default) and
+// the Admin service (Status, Drain).
+//
+// Input errors (INVALID_ARGUMENT, with the reason): no input, empty text or id list, text over
+// 64 KiB, more ids than the plan's max_tokens, ids outside the vocabulary, text for a model without
+// tokenizer, unknown model name. A full admission queue gives RESOURCE_EXHAUSTED.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "runtime/core/status.h"
+
+namespace archi::frontend {
+
+struct FrontendOptions {
+  std::string plan_path;
+  std::string listen = "127.0.0.1:0";        // gRPC Inference + Admin
+  std::string store_listen = "127.0.0.1:0";  // embedded rendezvous store
+  std::string store_address;                 // use an external store instead (host:port)
+  int threads = 0;                           // kernel threads (unused by the frontend itself)
+};
+
+class Frontend {
+ public:
+  static Result<std::unique_ptr<Frontend>> Start(FrontendOptions options);
+  ~Frontend();  // Shutdown()
+
+  std::string address() const;        // bound gRPC address
+  std::string store_address() const;  // the store workers should use
+  std::string pipeline() const;
+  // Stops intake, answers everything pending with UNAVAILABLE, leaves the pipeline.
+  void Shutdown();
+
+  struct Impl;
+
+ private:
+  explicit Frontend(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace archi::frontend

@@ -1,0 +1,72 @@
+// archi-frontend: the request intake of a pipeline (gRPC Inference + Admin) and, by default, its
+// rendezvous store.
+//
+//   archi-frontend --plan pipeline.yaml [--listen 127.0.0.1:0] [--store-listen 127.0.0.1:0]
+//                  [--ready-file F]
+//
+// Once serving it prints "frontend ready grpc=HOST:PORT store=HOST:PORT" on stdout and writes the
+// same as JSON {"grpc", "store", "pid", "pipeline"} to --ready-file (atomically). SIGINT/SIGTERM:
+// answers pending requests UNAVAILABLE and exits 0. Exit 1 on a start-up error (bad plan, model,
+// port in use), 2 for bad arguments.
+#include <CLI/CLI.hpp>
+#include <csignal>
+#include <cstdio>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "runtime/core/logging.h"
+#include "runtime/frontend/frontend.h"
+
+int main(int argc, char** argv) {
+  archi::frontend::FrontendOptions o;
+  std::string ready_file;
+  CLI::App app{"archi-frontend: request intake, batching and admin of an Archipelago pipeline"};
+  app.add_option("--plan", o.plan_path, "pipeline plan (YAML, see docs/config.md)")
+      ->required()
+      ->check(CLI::ExistingFile);
+  app.add_option("--listen", o.listen, "gRPC address (Inference + Admin); port 0 picks one")
+      ->capture_default_str();
+  app.add_option("--store-listen", o.store_listen, "address of the embedded rendezvous store")
+      ->capture_default_str();
+  app.add_option("--store", o.store_address,
+                 "use this external store (host:port) instead of embedding one");
+  app.add_option("--ready-file", ready_file, "write {grpc, store, pid, pipeline} JSON here");
+  CLI11_PARSE(app, argc, argv);
+
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  auto fe = archi::frontend::Frontend::Start(o);
+  if (!fe.ok()) {
+    std::fprintf(stderr, "archi-frontend: %s\n", fe.status().ToString().c_str());
+    return 1;
+  }
+  const std::string grpc_addr = (*fe)->address();
+  const std::string store_addr = (*fe)->store_address();
+  if (!ready_file.empty()) {
+    nlohmann::json j = {{"grpc", grpc_addr},
+                        {"store", store_addr},
+                        {"pid", getpid()},
+                        {"pipeline", (*fe)->pipeline()}};
+    const std::string tmp = ready_file + ".tmp";
+    {
+      std::ofstream f(tmp);
+      f << j.dump() << "\n";
+    }
+    if (std::rename(tmp.c_str(), ready_file.c_str()) != 0) {
+      std::fprintf(stderr, "archi-frontend: cannot write %s\n", ready_file.c_str());
+      return 1;
+    }
+  }
+  std::printf("frontend ready grpc=%s store=%s\n", grpc_addr.c_str(), store_addr.c_str());
+  std::fflush(stdout);
+  int sig = 0;
+  while (sigwait(&signals, &sig) != 0) {
+  }
+  ARCHI_LOG_INFO("archi-frontend: signal {}: shutting down", sig);
+  (*fe)->Shutdown();
+  return 0;
+}

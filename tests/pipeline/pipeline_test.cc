@@ -1,0 +1,418 @@
+// The pipeline data plane with real processes: archi-frontend + archi-worker processes on
+// loopback (bench/harness LocalCluster), a generated 6-layer BERT model (token-id requests).
+//
+//   - a 3-stage pipeline returns what the same model returns in one process;
+//   - kill -9 of a middle-stage replica under load: every admitted request completes;
+//   - a replica added under load receives traffic within 1 s of turning ready;
+//   - draining a replica under load: no error, no loss, the worker exits 0;
+//   - a stage with no replica: requests wait and complete once one appears;
+//   - malformed and late requests get INVALID_ARGUMENT / DEADLINE_EXCEEDED with a reason.
+#include <grpcpp/grpcpp.h>
+#include <gtest/gtest.h>
+#include <signal.h>
+
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <thread>
+
+#include "bench/harness/load_generator.h"
+#include "bench/harness/local_cluster.h"
+#include "proto/inference.grpc.pb.h"
+#include "runtime/executor/stage_model.h"
+#include "runtime/model/model.h"
+
+namespace archi {
+namespace {
+
+namespace fs = std::filesystem;
+namespace pb = archi::proto;
+using harness::LoadGenerator;
+using harness::LoadInput;
+using harness::LoadOptions;
+using harness::LocalCluster;
+using harness::LocalClusterOptions;
+
+constexpr int kLayers = 6;
+constexpr int kVocab = 500;
+constexpr int kMaxTokens = 48;
+
+class PipelineTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    root_ = new fs::path(fs::temp_directory_path() /
+                         ("archi_pipeline_test_" + std::to_string(getpid())));
+    fs::create_directories(*root_);
+    model::ModelConfig c;
+    c.architecture = model::Architecture::kBertEncoder;
+    c.vocab_size = kVocab;
+    c.hidden_size = 64;
+    c.num_layers = kLayers;
+    c.num_heads = 4;
+    c.num_kv_heads = 4;
+    c.intermediate_size = 128;
+    c.max_positions = 64;
+    c.type_vocab_size = 2;
+    ASSERT_TRUE(model::WriteRandomModel((*root_ / "model").string(), c, 7).ok());
+  }
+  static void TearDownTestSuite() {
+    std::error_code ec;
+    if (getenv("ARCHI_TEST_KEEP") == nullptr) fs::remove_all(*root_, ec);  // keep logs to debug
+    delete root_;
+  }
+
+  // Writes a plan and starts a cluster with `replicas` workers per stage.
+  std::unique_ptr<LocalCluster> StartCluster(
+      const std::string& name, std::vector<int> stages_end, std::vector<int> replicas,
+      int max_batch = 8, int64_t extra_compute_ms = 0, int64_t default_timeout_ms = 20'000,
+      std::vector<std::pair<std::string, std::string>> env = {}) {
+    const fs::path dir = *root_ / name;
+    fs::create_directories(dir);
+    std::ofstream plan(dir / "plan.yaml");
+    plan << "pipeline: " << name << "\nmodel: " << (*root_ / "model").string() << "\nstages:\n";
+    int begin = 0;
+    for (int end : stages_end) {
+      plan << "  - layers: [" << begin << ", " << end << "]\n";
+      begin = end;
+    }
+    plan << "batching:\n  max_batch: " << max_batch
+         << "\n  max_wait_ms: 2\n  max_tokens: " << kMaxTokens
+         << "\nrequest:\n  default_timeout_ms: " << default_timeout_ms << "\n";
+    plan.close();
+    LocalClusterOptions o;
+    o.plan_path = (dir / "plan.yaml").string();
+    o.work_dir = dir.string();
+    o.replicas = std::move(replicas);
+    o.env = std::move(env);
+    if (extra_compute_ms > 0) {
+      o.extra_worker_args = {"--extra-compute-ms", std::to_string(extra_compute_ms)};
+    }
+    auto cluster = LocalCluster::Start(o);
+    EXPECT_TRUE(cluster.ok()) << cluster.status();
+    if (!cluster.ok()) return nullptr;
+    return std::move(*cluster);
+  }
+
+  static std::vector<std::vector<int32_t>> Sequences(int n, uint64_t seed) {
+    std::mt19937 gen(static_cast<uint32_t>(seed));
+    std::uniform_int_distribution<int> len(1, kMaxTokens);
+    std::uniform_int_distribution<int> tok(0, kVocab - 1);
+    std::vector<std::vector<int32_t>> out;
+    for (int i = 0; i < n; ++i) {
+      std::vector<int32_t> s(static_cast<size_t>(len(gen)));
+      for (auto& t : s) t = tok(gen);
+      out.push_back(std::move(s));
+    }
+    return out;
+  }
+
+  static std::vector<LoadInput> Inputs(int n, uint64_t seed) {
+    std::vector<LoadInput> in;
+    for (auto& s : Sequences(n, seed)) in.push_back(LoadInput::Ids(std::move(s)));
+    return in;
+  }
+
+  static LoadOptions Load(const LocalCluster& c, double duration_s, int concurrency = 12) {
+    LoadOptions o;
+    o.target = c.frontend_address();
+    o.mode = LoadOptions::Mode::kClosed;
+    o.concurrency = concurrency;
+    o.inputs = Inputs(64, 3);
+    o.duration_s = duration_s;
+    o.deadline_ms = 20'000;
+    return o;
+  }
+
+  static pb::StatusResponse AdminStatus(const LocalCluster& c) {
+    auto stub = pb::Admin::NewStub(
+        grpc::CreateChannel(c.frontend_address(), grpc::InsecureChannelCredentials()));
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+    pb::StatusResponse r;
+    EXPECT_TRUE(stub->Status(&ctx, pb::StatusRequest{}, &r).ok());
+    return r;
+  }
+
+  static const pb::MemberStatus* Member(const pb::StatusResponse& r, const std::string& id) {
+    for (const auto& m : r.members()) {
+      if (m.id() == id) return &m;
+    }
+    return nullptr;
+  }
+
+  // One Embed call with token ids.
+  static grpc::Status Embed(const LocalCluster& c, const pb::EmbedRequest& req,
+                            pb::EmbedResponse* resp, int64_t timeout_ms = 20'000) {
+    auto stub = pb::Inference::NewStub(
+        grpc::CreateChannel(c.frontend_address(), grpc::InsecureChannelCredentials()));
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(timeout_ms));
+    return stub->Embed(&ctx, req, resp);
+  }
+
+  static void ExpectNoLoss(const harness::LoadReport& r) {
+    EXPECT_EQ(r.summary.lost, 0) << r.summary.ToString();
+    EXPECT_EQ(r.summary.ok, r.summary.sent) << r.summary.ToString();
+    EXPECT_GT(r.summary.ok, 0);
+  }
+
+  static fs::path* root_;
+};
+
+fs::path* PipelineTest::root_ = nullptr;
+
+// Three stages (layers [0,2) [2,4) [4,6)) give the embeddings of the whole model in one process:
+// bitwise with micro-batches of one request (same shapes, same kernels), and within 1e-5 when
+// requests are batched (padding to the batch's longest row changes the GEMM shapes).
+TEST_F(PipelineTest, ThreeStagesMatchOneProcess) {
+  auto whole = executor::StageModel::Load((*root_ / "model").string(), {0, kLayers}, 1);
+  ASSERT_TRUE(whole.ok()) << whole.status();
+  auto reference = [&](const std::vector<int32_t>& ids) {
+    Tensor t = *Tensor::Empty({1, static_cast<int64_t>(ids.size())}, DType::kI32);
+    std::memcpy(t.data(), ids.data(), ids.size() * 4);
+    Tensor len = *Tensor::Empty({1}, DType::kI32);
+    len.data_as<int32_t>()[0] = static_cast<int32_t>(ids.size());
+    auto out = (*whole)->Run(t, len);
+    EXPECT_TRUE(out.ok()) << out.status();
+    return std::vector<float>(out->data_as<float>(), out->data_as<float>() + 64);
+  };
+  const auto seqs = Sequences(12, 11);
+  {
+    auto c = StartCluster("same1", {2, 4, 6}, {1, 1, 1}, /*max_batch=*/1);
+    ASSERT_NE(c, nullptr);
+    for (const auto& s : seqs) {
+      pb::EmbedRequest req;
+      req.mutable_ids()->mutable_ids()->Assign(s.begin(), s.end());
+      pb::EmbedResponse resp;
+      auto st = Embed(*c, req, &resp);
+      ASSERT_TRUE(st.ok()) << st.error_message();
+      ASSERT_EQ(resp.embedding_size(), 64);
+      EXPECT_EQ(resp.num_tokens(), static_cast<int>(s.size()));
+      const auto want = reference(s);
+      EXPECT_EQ(std::memcmp(resp.embedding().data(), want.data(), 64 * sizeof(float)), 0)
+          << "sequence of " << s.size() << " tokens differs from the one-process result";
+    }
+  }
+  {
+    auto c = StartCluster("same8", {2, 4, 6}, {1, 1, 1}, /*max_batch=*/8);
+    ASSERT_NE(c, nullptr);
+    std::vector<std::thread> threads;
+    std::vector<pb::EmbedResponse> resps(seqs.size());
+    std::vector<grpc::Status> sts(seqs.size());
+    for (size_t i = 0; i < seqs.size(); ++i) {
+      threads.emplace_back([&, i] {
+        pb::EmbedRequest req;
+        req.mutable_ids()->mutable_ids()->Assign(seqs[i].begin(), seqs[i].end());
+        sts[i] = Embed(*c, req, &resps[i]);
+      });
+    }
+    for (auto& t : threads) t.join();
+    for (size_t i = 0; i < seqs.size(); ++i) {
+      ASSERT_TRUE(sts[i].ok()) << sts[i].error_message();
+      const auto want = reference(seqs[i]);
+      for (int k = 0; k < 64; ++k) EXPECT_NEAR(resps[i].embedding(k), want[k], 1e-5);
+    }
+  }
+}
+
+TEST_F(PipelineTest, KillMiddleReplicaUnderLoadLosesNothing) {
+  auto c = StartCluster("kill", {2, 4, 6}, {1, 2, 1}, 8, /*extra_compute_ms=*/3);
+  ASSERT_NE(c, nullptr);
+  auto gen = LoadGenerator::Create(Load(*c, 4.0));
+  ASSERT_TRUE(gen.ok()) << gen.status();
+  ASSERT_TRUE((*gen)->Start().ok());
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+  const std::string victim = "s1-r0";
+  ASSERT_TRUE(c->Kill(victim, SIGKILL).ok());
+  auto report = (*gen)->Wait(Deadline::AfterMs(60'000));
+  ASSERT_TRUE(report.ok()) << report.status();
+  ExpectNoLoss(*report);
+  // The neighbours saw it die and marked it gone; the other replica carried the load.
+  EXPECT_TRUE(c->WaitMemberState(victim, "gone", Deadline::AfterMs(5000)).ok());
+  const auto st = AdminStatus(*c);
+  EXPECT_EQ(st.pending(), 0u);
+  EXPECT_EQ(st.completed(), static_cast<uint64_t>(report->summary.ok));
+  // Requests finished after the kill: the survivor served them.
+  const double kill_ms = 1500;
+  int64_t after = 0;
+  for (const auto& r : report->records) after += r.finish_ms > kill_ms + 500 && r.code == 0;
+  EXPECT_GT(after, 0);
+}
+
+// A hung replica (SIGSTOP) is declared dead by heartbeats, its work is re-sent, and when it wakes
+// up (SIGCONT) it finds itself fenced ("gone") and exits with code 3 instead of serving stale work.
+TEST_F(PipelineTest, HungReplicaIsBypassedThenFenced) {
+  auto c = StartCluster("hung", {2, 4, 6}, {1, 2, 1}, 8, /*extra_compute_ms=*/3, 20'000,
+                        {{"ARCHI_HEARTBEAT_TIMEOUT_MS", "800"}, {"ARCHI_MEMBER_LEASE_MS", "1200"}});
+  ASSERT_NE(c, nullptr);
+  auto gen = LoadGenerator::Create(Load(*c, 5.0));
+  ASSERT_TRUE(gen.ok());
+  ASSERT_TRUE((*gen)->Start().ok());
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+  const std::string victim = "s1-r0";
+  ASSERT_TRUE(c->Kill(victim, SIGSTOP).ok());
+  EXPECT_TRUE(c->WaitMemberState(victim, "gone", Deadline::AfterMs(5000)).ok());
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  ASSERT_TRUE(c->Kill(victim, SIGCONT).ok());
+  auto* p = c->process(victim);
+  ASSERT_NE(p, nullptr);
+  auto exit = p->WaitExit(Deadline::AfterMs(10'000));
+  ASSERT_TRUE(exit.ok()) << exit.status();
+  EXPECT_FALSE(exit->signaled) << exit->ToString();
+  EXPECT_EQ(exit->code, 3) << "a fenced worker exits with code 3";
+  auto report = (*gen)->Wait(Deadline::AfterMs(60'000));
+  ASSERT_TRUE(report.ok());
+  ExpectNoLoss(*report);
+  EXPECT_GT(report->summary.resent, 0) << "the hung replica held micro-batches that were re-sent";
+  // The healthy members were never fenced.
+  const auto st = AdminStatus(*c);
+  EXPECT_EQ(Member(st, "s0-r0")->state(), "ready");
+  EXPECT_EQ(Member(st, "s1-r1")->state(), "ready");
+  EXPECT_EQ(Member(st, "s2-r0")->state(), "ready");
+}
+
+TEST_F(PipelineTest, AddedReplicaGetsTrafficWithinOneSecond) {
+  auto c = StartCluster("add", {2, 4, 6}, {1, 1, 1}, 8, /*extra_compute_ms=*/3);
+  ASSERT_NE(c, nullptr);
+  auto gen = LoadGenerator::Create(Load(*c, 4.0, 16));
+  ASSERT_TRUE(gen.ok());
+  ASSERT_TRUE((*gen)->Start().ok());
+  std::this_thread::sleep_for(std::chrono::milliseconds(1000));
+  auto id = c->AddWorker(1, Deadline::AfterMs(30'000));
+  ASSERT_TRUE(id.ok()) << id.status();
+  // Wait for its first micro-batch (reported in the registry every ~200 ms).
+  const pb::MemberStatus* m = nullptr;
+  pb::StatusResponse st;
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  while (std::chrono::steady_clock::now() < until) {
+    st = AdminStatus(*c);
+    m = Member(st, *id);
+    if (m != nullptr && m->first_batch_unix_ms() > 0 && m->ready_unix_ms() > 0) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  ASSERT_NE(m, nullptr);
+  ASSERT_GT(m->ready_unix_ms(), 0);
+  ASSERT_GT(m->first_batch_unix_ms(), 0) << "the new replica never received a micro-batch";
+  EXPECT_LE(m->first_batch_unix_ms() - m->ready_unix_ms(), 1000)
+      << "ready at " << m->ready_unix_ms() << ", first micro-batch at " << m->first_batch_unix_ms();
+  auto report = (*gen)->Wait(Deadline::AfterMs(60'000));
+  ASSERT_TRUE(report.ok());
+  ExpectNoLoss(*report);
+}
+
+TEST_F(PipelineTest, DrainUnderLoadHasNoErrorAndNoLoss) {
+  auto c = StartCluster("drain", {2, 4, 6}, {1, 2, 1}, 8, /*extra_compute_ms=*/3);
+  ASSERT_NE(c, nullptr);
+  auto gen = LoadGenerator::Create(Load(*c, 3.5));
+  ASSERT_TRUE(gen.ok());
+  ASSERT_TRUE((*gen)->Start().ok());
+  std::this_thread::sleep_for(std::chrono::milliseconds(1200));
+  auto state = c->Drain("s1-r1", Deadline::AfterMs(5000));
+  ASSERT_TRUE(state.ok()) << state.status();
+  EXPECT_EQ(*state, "draining");
+  // The drained worker finishes what it holds and exits 0.
+  auto* p = c->process("s1-r1");
+  ASSERT_NE(p, nullptr);
+  auto exit = p->WaitExit(Deadline::AfterMs(15'000));
+  ASSERT_TRUE(exit.ok()) << exit.status();
+  EXPECT_TRUE(exit->ok()) << exit->ToString();
+  auto report = (*gen)->Wait(Deadline::AfterMs(60'000));
+  ASSERT_TRUE(report.ok());
+  ExpectNoLoss(*report);
+  // A drained member never counts as a failure: nothing was re-sent because of it.
+  EXPECT_EQ(report->summary.resent, 0) << report->summary.ToString();
+  EXPECT_EQ(Member(AdminStatus(*c), "s1-r1"), nullptr);
+}
+
+// With no replica of stage 1, requests are admitted and wait (bounded by their deadline); a
+// replica that appears later serves them.
+TEST_F(PipelineTest, RequestsWaitForAStageWithNoReplica) {
+  auto c = StartCluster("empty", {3, 6}, {1, 1});
+  ASSERT_NE(c, nullptr);
+  ASSERT_TRUE(c->Drain("s1-r0", Deadline::AfterMs(5000)).ok());
+  ASSERT_TRUE(c->WaitMemberState("s1-r0", "gone", Deadline::AfterMs(15'000)).ok());
+  std::vector<std::thread> threads;
+  std::vector<grpc::Status> sts(6);
+  const auto seqs = Sequences(6, 5);
+  for (size_t i = 0; i < seqs.size(); ++i) {
+    threads.emplace_back([&, i] {
+      pb::EmbedRequest req;
+      req.mutable_ids()->mutable_ids()->Assign(seqs[i].begin(), seqs[i].end());
+      pb::EmbedResponse resp;
+      sts[i] = Embed(*c, req, &resp, 30'000);
+    });
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(1000));
+  EXPECT_EQ(AdminStatus(*c).pending(), seqs.size()) << "requests should be waiting";
+  auto id = c->AddWorker(1, Deadline::AfterMs(30'000));
+  ASSERT_TRUE(id.ok()) << id.status();
+  for (auto& t : threads) t.join();
+  for (const auto& s : sts) EXPECT_TRUE(s.ok()) << s.error_message();
+  // And a request whose deadline passes while waiting gets DEADLINE_EXCEEDED, not silence.
+  ASSERT_TRUE(c->Drain(*id, Deadline::AfterMs(5000)).ok());
+  ASSERT_TRUE(c->WaitMemberState(*id, "gone", Deadline::AfterMs(15'000)).ok());
+  pb::EmbedRequest req;
+  req.mutable_ids()->add_ids(1);
+  pb::EmbedResponse resp;
+  auto st = Embed(*c, req, &resp, 400);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
+  EXPECT_EQ(AdminStatus(*c).deadline_exceeded(), 1u);
+}
+
+TEST_F(PipelineTest, MalformedAndLateRequests) {
+  auto c = StartCluster("bad", {3, 6}, {1, 1}, 8, /*extra_compute_ms=*/300);
+  ASSERT_NE(c, nullptr);
+  auto expect_invalid = [&](const pb::EmbedRequest& req, const std::string& reason) {
+    pb::EmbedResponse resp;
+    auto st = Embed(*c, req, &resp);
+    EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << reason;
+    EXPECT_NE(st.error_message().find(reason), std::string::npos)
+        << "'" << st.error_message() << "' should mention '" << reason << "'";
+  };
+  pb::EmbedRequest none;
+  expect_invalid(none, "neither text nor ids");
+  pb::EmbedRequest empty;
+  empty.mutable_ids();
+  expect_invalid(empty, "empty token id list");
+  pb::EmbedRequest too_long;
+  for (int i = 0; i < kMaxTokens + 1; ++i) too_long.mutable_ids()->add_ids(1);
+  expect_invalid(too_long, "at most 48");
+  pb::EmbedRequest out_of_vocab;
+  out_of_vocab.mutable_ids()->add_ids(3);
+  out_of_vocab.mutable_ids()->add_ids(kVocab);
+  expect_invalid(out_of_vocab, "outside the vocabulary");
+  pb::EmbedRequest negative;
+  negative.mutable_ids()->add_ids(-1);
+  expect_invalid(negative, "outside the vocabulary");
+  pb::EmbedRequest text;
+  text.set_text("hello");
+  expect_invalid(text, "no tokenizer");
+  pb::EmbedRequest unknown;
+  unknown.set_model("nope");
+  unknown.mutable_ids()->add_ids(1);
+  expect_invalid(unknown, "unknown model 'nope'");
+
+  // Late: each stage takes >= 300 ms, the deadline is 200 ms.
+  pb::EmbedRequest ok;
+  ok.mutable_ids()->add_ids(5);
+  ok.mutable_ids()->add_ids(6);
+  pb::EmbedResponse resp;
+  const auto t0 = std::chrono::steady_clock::now();
+  auto st = Embed(*c, ok, &resp, 200);
+  const double ms =
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
+  EXPECT_LT(ms, 1500);
+  // The pipeline is fine afterwards: the late result is dropped, the next request is answered.
+  st = Embed(*c, ok, &resp, 20'000);
+  EXPECT_TRUE(st.ok()) << st.error_message();
+  EXPECT_EQ(resp.embedding_size(), 64);
+  const auto s = AdminStatus(*c);
+  EXPECT_EQ(s.rejected(), 7u);
+  EXPECT_EQ(s.completed(), 1u);
+  EXPECT_EQ(s.pending(), 0u);
+}
+
+}  // namespace
+}  // namespace archi
