@@ -13,9 +13,9 @@ CTEST_ARGS ?=
 all: build
 
 help:
-	@echo "make demo   - set up, build and run the demo (leader + workers, a worker killed and rebuilt)"
+	@echo "make demo   - set up, build and run the demo (3-stage pipeline; kill -9 a middle replica, add one)"
 	@echo "make test   - set up, build and run every test (ctest)"
-	@echo "make bench  - set up, build and run archi-bench p2p (writes docs/bench/)"
+	@echo "make bench  - set up, build and run archi-bench p2p, faults, encode, pipeline (writes docs/bench/)"
 	@echo "make clean  - remove $(BUILD_DIR)"
 
 setup:

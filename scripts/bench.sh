@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs the benchmarks (`make bench`): archi-bench p2p under mpirun (2 ranks on this host),
-# archi-bench faults and archi-bench encode (the real model, fetched first).
+# archi-bench faults, archi-bench encode (the real model, fetched first) and archi-bench pipeline
+# (archi-frontend + archi-worker processes serving the real model, or a generated one).
 # Usage: bash scripts/bench.sh [BUILD_DIR] [OUT_DIR]
 #   BUILD_DIR  the CMake build directory holding bench/archi-bench (default: build)
 #   OUT_DIR    where the markdown tables, CSVs and PNG plots go (default: docs/bench)
@@ -54,10 +55,20 @@ else
   echo "bench: the real model could not be fetched: skipping archi-bench encode" >&2
 fi
 
+# Pipeline-parallel serving with real processes (bench/pipeline/): sweep + kill/add timeline.
+pipeline_model=()
+[ -f "$BUILD_DIR/models/minilm/model.safetensors" ] && pipeline_model=(--model "$BUILD_DIR/models/minilm")
+echo "bench: $BIN pipeline --out $OUT_DIR ${pipeline_model[*]}"
+if ! "$BIN" pipeline --out "$OUT_DIR" "${pipeline_model[@]}"; then
+  echo "bench: archi-bench pipeline FAILED" >&2
+  status=1
+fi
+
 echo
 echo "bench: results in $OUT_DIR/:"
 for f in p2p.md p2p.csv p2p_raw.csv p2p.png p2p_latency.png faults.md faults.csv faults_raw.csv faults.png \
-         encode.md encode.csv encode.png; do
+         encode.md encode.csv encode.png pipeline.md pipeline_sweep.csv pipeline_sweep.png \
+         pipeline_timeline.csv pipeline_timeline.png pipeline_requests.csv; do
   [ -e "$OUT_DIR/$f" ] && echo "  $OUT_DIR/$f"
 done
 echo "bench: record them in docs/benchmarks.md with the command and the machine above"
