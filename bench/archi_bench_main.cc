@@ -158,6 +158,9 @@ int main(int argc, char** argv) {
                            "seconds per sweep load / of the timeline (default 4 / 15)")
       ->check(CLI::Range(0.2, 3600.0));
   pipeline_cmd->add_flag("--quick", pipeline.quick, "smoke run: 2 sweep points, 1 s loads, 4.5 s timeline");
+  pipeline_cmd->add_option("--rounds", pipeline.rounds,
+                           "sweep rounds; each cell keeps its best (default 2, --quick 1)")
+      ->check(CLI::Range(1, 20));
   pipeline_cmd->add_option("--batch", pipeline.batch, "plan max_batch (and low-load concurrency)")
       ->capture_default_str()
       ->check(CLI::Range(1, 64));

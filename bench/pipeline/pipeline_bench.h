@@ -31,6 +31,7 @@ struct PipelineOptions {
   bool gen_model = false;        // force a generated model (no tokenizer: token-id requests)
   double duration_s = 0;         // 0: per scenario (sweep 4 s per load, timeline/demo 15 s)
   bool quick = false;            // smoke run: small sweep, short loads
+  int rounds = 0;                 // sweep rounds, best kept per cell (0: 2, --quick 1)
   int batch = 8;                 // plan max_batch and the low-load concurrency
   int worker_threads = 1;        // archi-worker --threads (and the reference's threads)
   int64_t deadline_ms = 10'000;  // per request
