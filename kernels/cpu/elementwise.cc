@@ -57,8 +57,10 @@ int64_t LastDim(const Tensor& t) { return t.shape().empty() ? 1 : t.shape().back
 // differ from the baseline only by FMA contraction and libmvec's per-ISA rounding (<= 4 ulp).
 // f16/bf16 keep the generic templates (their conversions dominate).
 // (-DARCHI_CLONES= builds the baseline only, e.g. to test that path on an AVX-512 machine.)
+// Sanitizer builds keep the baseline: the ifunc resolvers run during relocation, before the
+// sanitizer runtime is initialised, and crash an instrumented binary at start-up.
 #if !defined(ARCHI_CLONES) && defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && \
-    defined(__ELF__)
+    defined(__ELF__) && !defined(__SANITIZE_THREAD__) && !defined(__SANITIZE_ADDRESS__)
 #define ARCHI_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #elif !defined(ARCHI_CLONES)
 #define ARCHI_CLONES
@@ -168,9 +170,8 @@ Status SwiGlu(const Tensor& gate, const Tensor& up, Tensor& y, const KernelConte
     const float* gp = gate.data_as<const float>();
     const float* up_p = up.data_as<const float>();
     float* yp = y.data_as<float>();
-    ForChunks(gate.numel(), ctx.num_threads, gate.numel() * 4, [&](int64_t lo, int64_t hi) {
-      SwiGluF32(gp + lo, up_p + lo, yp + lo, hi - lo);
-    });
+    ForChunks(gate.numel(), ctx.num_threads, gate.numel() * 4,
+              [&](int64_t lo, int64_t hi) { SwiGluF32(gp + lo, up_p + lo, yp + lo, hi - lo); });
     return Status::Ok();
   }
   DispatchFloat(gate.dtype(), [&]<typename S>() {

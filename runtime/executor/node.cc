@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <random>
@@ -55,6 +56,17 @@ std::string RandomIncarnation() {
 }
 
 bool Linkable(const std::string& state) { return state == "joining" || state == "ready"; }
+
+// A process of this host that no longer runs: absent, or a zombie nobody has reaped yet.
+bool ProcessGone(int pid) {
+  if (pid <= 0) return false;
+  if (kill(pid, 0) != 0) return errno == ESRCH;
+  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+  std::string line;
+  if (!std::getline(stat, line)) return false;
+  const auto paren = line.rfind(')');
+  return paren != std::string::npos && paren + 2 < line.size() && line[paren + 2] == 'Z';
+}
 
 }  // namespace
 
@@ -201,7 +213,7 @@ Status PipelineNode::Start() {
     auto m = MemberInfo::FromJson(*cur);
     if (m.ok() && m->state != "gone") {
       bool alive = true;
-      if (m->pid > 0 && kill(m->pid, 0) != 0 && errno == ESRCH) alive = false;  // same host only
+      if (ProcessGone(m->pid)) alive = false;  // meaningful on the same host only
       if (alive) {
         return AlreadyExistsError("pipeline '" + options_.pipeline + "' already has a member '" +
                                   options_.id + "' (state " + m->state + ", pid " +
@@ -504,7 +516,7 @@ void PipelineNode::KeepRegistry(const std::map<std::string, MemberInfo>& members
   for (const auto& [id, m] : members) {
     if (id == options_.id || m.state == "gone") continue;
     const std::string tag = id + "." + m.incarnation;
-    if (m.host == host && m.pid > 0 && kill(m.pid, 0) != 0 && errno == ESRCH) {
+    if (m.host == host && ProcessGone(m.pid)) {
       MarkGone(m, "its process " + std::to_string(m.pid) + " no longer exists");
       continue;
     }
