@@ -185,6 +185,10 @@ class LoadGenerator::Impl {
 
   ~Impl() {
     Stop();
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      destroying_ = true;  // no retries from now on: every outstanding call gets cancelled below
+    }
     if (monitor_.joinable()) {
       monitor_.request_stop();
       monitor_.join();
@@ -331,7 +335,7 @@ class LoadGenerator::Impl {
         const auto now = Clock::now();
         const int code = static_cast<int>(s.error_code());
         if (code == grpc::StatusCode::UNAVAILABLE && r.attempts < o_.max_attempts &&
-            now < c->deadline) {
+            now < c->deadline && !destroying_) {
           retry = MakeCallLocked(c->index, c->deadline);
         } else {
           r.finish_ms = ToMs(now - t0_);
@@ -415,6 +419,7 @@ class LoadGenerator::Impl {
   std::condition_variable cv_;
   bool started_ = false;
   bool sending_ = false;
+  bool destroying_ = false;
   Clock::time_point t0_;
   Clock::time_point end_;
   std::vector<RequestRecord> records_;

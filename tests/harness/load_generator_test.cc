@@ -7,6 +7,8 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <mutex>
+#include <set>
 #include <string>
 #include <thread>
 
@@ -29,6 +31,14 @@ class FakeInference final : public proto::Inference::Service {
       return grpc::Status::OK;
     }
     if (t == "de") return grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED, "fake: too late");
+    if (t == "flaky") {  // UNAVAILABLE the first time a request (client tag) is seen, then OK
+      std::lock_guard<std::mutex> lock(mu_);
+      if (seen_.insert(req->client_tag()).second) {
+        return grpc::Status(grpc::StatusCode::UNAVAILABLE, "fake: try again");
+      }
+      resp->add_embedding(1.0f);
+      return grpc::Status::OK;
+    }
     if (t == "hang") {
       while (!ctx->IsCancelled()) std::this_thread::sleep_for(std::chrono::milliseconds(5));
       return grpc::Status(grpc::StatusCode::CANCELLED, "fake: cancelled");
@@ -46,6 +56,8 @@ class FakeInference final : public proto::Inference::Service {
 
  private:
   std::atomic<int> calls_{0};
+  std::mutex mu_;
+  std::set<std::string> seen_;
 };
 
 class LoadGeneratorTest : public ::testing::Test {
@@ -187,6 +199,27 @@ TEST_F(LoadGeneratorTest, TokenIdsAndServerAttempts) {
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_EQ(r->summary.ok, 10);
   EXPECT_EQ(r->summary.resent, 5);  // "ok:0" answers attempts = 2
+}
+
+TEST_F(LoadGeneratorTest, RetriesUnavailableWithinTheDeadline) {
+  LoadOptions o = Options({LoadInput::Text("flaky")});
+  o.max_requests = 20;
+  o.concurrency = 4;
+  o.max_attempts = 1;
+  auto once = RunLoad(o);
+  ASSERT_TRUE(once.ok()) << once.status();
+  EXPECT_EQ(once->summary.by_code.at("UNAVAILABLE"), 20);  // a proper answer, not lost
+  EXPECT_EQ(once->summary.lost, 0);
+  o.max_attempts = 2;
+  auto twice = RunLoad(o);  // the fake has seen tags 0..19 already: use new ones
+  ASSERT_TRUE(twice.ok()) << twice.status();
+  EXPECT_EQ(twice->summary.ok, 20);
+  for (const RequestRecord& r : twice->records) EXPECT_EQ(r.attempts, 1);
+  o.max_requests = 40;  // tags 20..39 are new: each needs a second attempt
+  auto more = RunLoad(o);
+  ASSERT_TRUE(more.ok()) << more.status();
+  EXPECT_EQ(more->summary.ok, 40);
+  EXPECT_EQ(more->summary.resent, 20);
 }
 
 TEST_F(LoadGeneratorTest, OpenLoopConstantRate) {
