@@ -10,6 +10,7 @@
 
 #include "archi/config.h"
 #include "collectives/cpu/gloo_communicator.h"
+#include "collectives/cpu/shm_communicator.h"
 #include "collectives/work_impl.h"
 #if ARCHI_HAVE_NCCL
 #include "collectives/nccl/nccl_communicator.h"
@@ -89,7 +90,7 @@ Result<std::unique_ptr<Communicator>> CreateCommunicator(BackendKind kind, int r
   try {
     switch (kind) {
       case BackendKind::kGloo:
-        return GlooCommunicator::Create(rank, size, std::move(store), std::move(options));
+        return CreateCpuCommunicator(rank, size, std::move(store), std::move(options));
       case BackendKind::kNccl:
 #if ARCHI_HAVE_NCCL
         return NcclCommunicator::Create(rank, size, std::move(store), std::move(options));

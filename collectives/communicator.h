@@ -56,6 +56,15 @@ struct OpOptions {
 };
 
 enum class BackendKind : uint8_t { kGloo = 0, kNccl = 1 };
+
+// Same-host fast path of the CPU backend's point to point (shared-memory rings, see
+// docs/fastpath.md). A pair of ranks uses it when both ends enable it and run on one host
+// (same kernel boot, pid and mount namespace); Gloo still carries collectives and cross-host pairs.
+enum class ShmMode : uint8_t {
+  kDefault = 0,  // ARCHI_SHM (0/1) when set, else the built-in default (docs/config.md)
+  kOff = 1,
+  kOn = 2,
+};
 std::string_view BackendName(BackendKind kind);
 Result<BackendKind> ParseBackend(std::string_view name);
 
@@ -72,6 +81,8 @@ struct CommOptions {
   // Prefix of every error message and log line of this communicator, e.g. "world 'w0' e3 rank 0/2"
   // (the world manager sets it so errors name the world). Empty: "comm rank R/S".
   std::string label;
+  // Same-host shared-memory point to point for the CPU backend (ignored by NCCL).
+  ShmMode shm = ShmMode::kDefault;
   // Called once (from an internal thread) when the communicator turns broken, with the reason.
   // Must not block; must not destroy the communicator.
   std::function<void(const Status&)> on_broken;

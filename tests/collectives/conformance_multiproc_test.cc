@@ -18,11 +18,13 @@
 #include <cstdio>
 #include <filesystem>
 #include <functional>
+#include <random>
 #include <sstream>
 #include <string>
 #include <thread>
 
 #include "collectives/communicator.h"
+#include "collectives/cpu/shm_communicator.h"
 #include "runtime/core/device_buffer.h"
 #include "tests/collectives/conformance_util.h"
 #include "tests/collectives/file_store.h"
@@ -67,13 +69,13 @@ int ProbeCudaDevices() {
   return WEXITSTATUS(status);
 }
 
-class ConformanceMultiprocTest : public ::testing::TestWithParam<BackendKind> {
+class ConformanceMultiprocTest : public ::testing::TestWithParam<testing::BackendCase> {
  protected:
   void SetUp() override {
-    const int devices = GetParam() == BackendKind::kNccl && BackendCompiledIn(GetParam())
+    const int devices = kind() == BackendKind::kNccl && BackendCompiledIn(kind())
                             ? ProbeCudaDevices()
                             : 0;
-    const std::string why = testing::BackendSkipReason(GetParam(), 2, devices);
+    const std::string why = testing::BackendSkipReason(kind(), 2, devices);
     if (!why.empty()) GTEST_SKIP() << why;
     char tmpl[] = "/tmp/archi_conf_XXXXXX";
     ASSERT_NE(::mkdtemp(tmpl), nullptr);
@@ -81,11 +83,22 @@ class ConformanceMultiprocTest : public ::testing::TestWithParam<BackendKind> {
     store_ = std::make_shared<FileStore>(dir_);
   }
   void TearDown() override {
+    std::vector<pid_t> pids;
     for (pid_t& p : children_) {
       if (p > 0) {
+        pids.push_back(p);
         ::kill(p, SIGKILL);
         ::waitpid(p, nullptr, 0);
         p = -1;
+      }
+    }
+    // Whatever happened to them, the children left no shared-memory segment behind.
+    for (pid_t p : pids) {
+      const std::string prefix = std::string(kShmSegmentPrefix) + std::to_string(p) + "-";
+      std::error_code ec;
+      for (const auto& e : std::filesystem::directory_iterator("/dev/shm", ec)) {
+        EXPECT_FALSE(e.path().filename().string().starts_with(prefix))
+            << "leaked segment " << e.path();
       }
     }
     if (!dir_.empty()) {
@@ -94,7 +107,8 @@ class ConformanceMultiprocTest : public ::testing::TestWithParam<BackendKind> {
     }
   }
 
-  BackendKind kind() const { return GetParam(); }
+  BackendKind kind() const { return GetParam().kind; }
+  bool shm() const { return GetParam().shm == ShmMode::kOn; }
 
   // Forks a process running body(); it exits with body's return value (never returns to gtest).
   pid_t Spawn(std::function<int()> body) {
@@ -112,11 +126,16 @@ class ConformanceMultiprocTest : public ::testing::TestWithParam<BackendKind> {
   }
 
   std::unique_ptr<Communicator> Connect(int rank, const std::string& world, CommOptions o = {}) {
-    o = testing::OptionsFor(kind(), rank, o);
+    o = testing::OptionsFor(GetParam(), rank, o);
     o.connect_timeout_ms = 20'000;
     auto c = CreateCommunicator(kind(), rank, 2, std::make_shared<PrefixStore>(store_, world), o);
     if (!c.ok()) {
       (void)store_->Set("error/" + std::to_string(rank), c.status().ToString(),
+                        Deadline::AfterMs(1000));
+      return nullptr;
+    }
+    if (UsesShmFastPath(**c, 1 - rank) != shm()) {
+      (void)store_->Set("error/" + std::to_string(rank), "fast path use differs from the case",
                         Deadline::AfterMs(1000));
       return nullptr;
     }
@@ -316,10 +335,106 @@ TEST_P(ConformanceMultiprocTest, WorldRecreatedWithSameNameAfterPeerDied) {
   EXPECT_LT(rep.ms, 10'000);
 }
 
+int64_t MonoNs() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch())
+      .count();
+}
+
+// The sender is killed with SIGKILL at a random point of a stream of messages of random sizes
+// (inline, announced, larger than the fast path's ring); the receiver's pending receive fails with
+// kAborted naming the peer. Detection time = the receive's failure minus the kill (steady clock,
+// shared by the processes). Three rounds, each with fresh processes and a fresh world.
+TEST_P(ConformanceMultiprocTest, PeerKilledMidTransferAtRandomPoints) {
+  if (kind() == BackendKind::kNccl) GTEST_SKIP() << "covered by PeerKilledFailsPendingRecv";
+  std::mt19937 rng(12345);
+  for (int round = 0; round < 3; ++round) {
+    const std::string world = "mid/e" + std::to_string(round);
+    const std::string tag = std::to_string(round);
+    auto size_of = [](int i) -> int64_t {
+      static const int64_t kSizes[] = {4, 1000, 16384, 70'000, 1 << 20, 3 << 20, 8 << 20};
+      return kSizes[(i * 7 + 3) % 7];
+    };
+    const pid_t sender = Spawn([this, world, tag, size_of] {
+      auto c = Connect(1, world);
+      if (!c) return 3;
+      std::vector<uint8_t> buf(8 << 20, 0x5a);
+      (void)store_->Set("ready1/" + tag, "1", Deadline::AfterMs(1000));
+      for (int i = 0;; ++i) {
+        auto t = Tensor::View(buf.data(), {size_of(i)}, DType::kU8, Device::Cpu());
+        if (!t.ok()) return 4;
+        if (!c->Send(*t, 0, 1)->Wait(Deadline::AfterMs(10'000)).ok()) return 5;
+      }
+      return 0;
+    });
+    ASSERT_GT(sender, 0);
+    static std::atomic<int> calls{0};
+    calls = 0;
+    const pid_t observer = Spawn([this, world, tag, size_of] {
+      CommOptions o;
+      o.on_broken = [](const Status&) { ++calls; };
+      auto comm = Connect(0, world, o);
+      if (!comm) return 3;
+      std::vector<uint8_t> buf(8 << 20);
+      (void)store_->Set("ready0/" + tag, "1", Deadline::AfterMs(1000));
+      Report rep;
+      for (int i = 0;; ++i) {
+        auto t = Tensor::View(buf.data(), {size_of(i)}, DType::kU8, Device::Cpu());
+        if (!t.ok()) return 4;
+        Status s = comm->Recv(*t, 1, 1)->Wait(Deadline::AfterMs(20'000));
+        if (s.ok()) continue;
+        const int64_t failed_ns = MonoNs();
+        rep.code = static_cast<int>(s.code());
+        rep.message = std::string(s.message());
+        if (!store_->Wait({"killed/" + tag}, Deadline::AfterMs(20'000)).ok()) return 5;
+        auto killed = store_->Get("killed/" + tag, Deadline::AfterMs(1000));
+        if (!killed.ok()) return 6;
+        rep.ms = static_cast<double>(failed_ns - std::stoll(*killed)) / 1e6;
+        break;
+      }
+      const Deadline d = Deadline::AfterMs(1000);
+      while (calls.load() == 0 && !d.Expired()) std::this_thread::sleep_for(Millis(1));
+      rep.broken = comm->broken() ? 1 : 0;
+      rep.calls = calls.load();
+      const auto t1 = Clock::now();
+      comm.reset();
+      rep.destroy_ms = MsSince(t1);
+      (void)store_->Set("report/" + tag, Encode(rep), Deadline::AfterMs(1000));
+      return 0;
+    });
+    ASSERT_GT(observer, 0);
+    ASSERT_TRUE(WaitKey("ready1/" + tag)) << "sender did not connect";
+    ASSERT_TRUE(WaitKey("ready0/" + tag)) << "receiver did not connect";
+    std::this_thread::sleep_for(Millis(5 + rng() % 60));
+    const int64_t kill_ns = MonoNs();
+    Kill(sender, SIGKILL);
+    ASSERT_TRUE(store_->Set("killed/" + tag, std::to_string(kill_ns), Deadline::AfterMs(1000)).ok());
+    ASSERT_TRUE(WaitKey("report/" + tag, 40'000)) << "no report from the receiver";
+    auto v = store_->Get("report/" + tag, Deadline::AfterMs(1000));
+    ASSERT_TRUE(v.ok());
+    const Report rep = Decode(*v);
+    EXPECT_EQ(rep.code, static_cast<int>(StatusCode::kAborted)) << rep.message;
+    // The target for the fast path is <= 10 ms; the bound here leaves room for a loaded
+    // test machine. The measured value is printed.
+    EXPECT_LT(rep.ms, shm() ? 100 : 1000) << rep.message;
+    EXPECT_EQ(rep.broken, 1);
+    EXPECT_EQ(rep.calls, 1);
+    EXPECT_LT(rep.destroy_ms, 500);
+    if (shm()) {
+      EXPECT_NE(rep.message.find("peer rank 1"), std::string::npos) << rep.message;
+    }
+    std::printf("[round %d] killed after %s; receive failed %.3f ms after the kill: %s\n", round,
+                "a random delay", rep.ms, rep.message.c_str());
+    ::waitpid(observer, nullptr, 0);
+    for (pid_t& p : children_) {
+      if (p == observer || p == sender) p = -1;
+    }
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Backends, ConformanceMultiprocTest,
-                         ::testing::Values(BackendKind::kGloo, BackendKind::kNccl),
-                         [](const ::testing::TestParamInfo<BackendKind>& info) {
-                           return std::string(BackendName(info.param));
+                         ::testing::ValuesIn(testing::AllBackendCases()),
+                         [](const ::testing::TestParamInfo<testing::BackendCase>& info) {
+                           return testing::CaseName(info.param);
                          });
 
 }  // namespace

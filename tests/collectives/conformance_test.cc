@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "collectives/communicator.h"
+#include "collectives/cpu/shm_communicator.h"
 #include "runtime/core/device_buffer.h"
 #include "runtime/core/memory_store.h"
 #include "tests/collectives/comm_test_util.h"
@@ -47,16 +48,17 @@ class CommGroup {
   std::vector<std::unique_ptr<Communicator>> comms_;
 };
 
-class ConformanceTest : public ::testing::TestWithParam<BackendKind> {
+class ConformanceTest : public ::testing::TestWithParam<testing::BackendCase> {
  protected:
   void SetUp() override {
-    const int devices = GetParam() == BackendKind::kNccl ? CudaDeviceCount() : 0;
-    const std::string why = testing::BackendSkipReason(GetParam(), kN, devices);
+    const int devices = kind() == BackendKind::kNccl ? CudaDeviceCount() : 0;
+    const std::string why = testing::BackendSkipReason(kind(), kN, devices);
     if (!why.empty()) GTEST_SKIP() << why;
     store_ = std::make_shared<InMemoryStore>();
   }
 
-  BackendKind kind() const { return GetParam(); }
+  BackendKind kind() const { return GetParam().kind; }
+  bool shm() const { return GetParam().shm == ShmMode::kOn; }
 
   // Connects kN ranks concurrently (rank r's options from `per_rank(r)`).
   CommGroup Connect(CommOptions base = {}, std::vector<CommOptions> per_rank = {}) {
@@ -64,7 +66,7 @@ class ConformanceTest : public ::testing::TestWithParam<BackendKind> {
     std::vector<std::unique_ptr<Communicator>> comms(kN);
     std::vector<Status> errors(kN);
     RunRanks(kN, [&](int r) {
-      CommOptions o = testing::OptionsFor(kind(), r, per_rank.empty() ? base : per_rank[r]);
+      CommOptions o = testing::OptionsFor(GetParam(), r, per_rank.empty() ? base : per_rank[r]);
       auto c = CreateCommunicator(kind(), r, kN, std::make_shared<PrefixStore>(store_, prefix), o);
       if (c.ok()) {
         comms[r] = std::move(c).value();
@@ -96,6 +98,8 @@ bool AllConnected(const CommGroup& comms) {
 TEST_P(ConformanceTest, SendRecvBitExactSeveralSizes) {
   auto comms = Connect();
   ASSERT_TRUE(AllConnected(comms));
+  EXPECT_EQ(UsesShmFastPath(*comms[0], 1), shm());
+  EXPECT_EQ(UsesShmFastPath(*comms[1], 0), shm());
   const std::vector<std::pair<int64_t, DType>> cases = {
       {0, DType::kF32}, {1, DType::kU8}, {1025, DType::kF16}, {4097, DType::kF32},
       {1 << 18, DType::kI64}};
@@ -149,6 +153,81 @@ TEST_P(ConformanceTest, SizeMismatchFailsBothSides) {
   Status rs = testing::WaitFor(r);
   EXPECT_EQ(ss.code(), StatusCode::kInvalidArgument) << ss;
   EXPECT_EQ(rs.code(), StatusCode::kInvalidArgument) << rs;
+}
+
+// Matching per (peer, tag) in issue order with several messages in flight, across the fast path's
+// protocol boundaries (inline <= 16 KiB, larger announced; larger than its 2 MiB ring). The
+// receives are posted after the sends and in another tag order. Not NCCL (it pairs ops by order).
+TEST_P(ConformanceTest, ManyInFlightMatchedPerTagInIssueOrder) {
+  if (kind() == BackendKind::kNccl) GTEST_SKIP() << "NCCL pairs p2p ops in issue order";
+  auto comms = Connect();
+  ASSERT_TRUE(AllConnected(comms));
+  const std::vector<int64_t> sizes = {4, 16384, 16385, 3 << 20, 5 << 20 | 3};
+  std::vector<std::unique_ptr<BackendTensor>> src, dst;
+  std::vector<std::vector<uint8_t>> want;
+  std::vector<std::shared_ptr<Work>> sends, recvs;
+  for (uint32_t tag : {7u, 9u}) {
+    for (size_t i = 0; i < sizes.size(); ++i) {
+      src.push_back(Make(0, {sizes[i]}, DType::kU8));
+      ASSERT_TRUE(src.back());
+      want.push_back(RandomBytes(sizes[i], static_cast<uint32_t>(tag * 100 + i)));
+      ASSERT_TRUE(src.back()->Upload(want.back()));
+      sends.push_back(comms[0]->Send(src.back()->tensor(), 1, tag));
+    }
+  }
+  for (uint32_t tag : {9u, 7u}) {
+    for (size_t i = 0; i < sizes.size(); ++i) {
+      dst.push_back(Make(1, {sizes[i]}, DType::kU8));
+      ASSERT_TRUE(dst.back());
+      recvs.push_back(comms[1]->Recv(dst.back()->tensor(), 0, tag));
+    }
+  }
+  for (auto& w : recvs) EXPECT_TRUE(testing::WaitFor(w).ok());
+  for (auto& w : sends) EXPECT_TRUE(testing::WaitFor(w).ok());
+  const size_t n = sizes.size();
+  for (size_t i = 0; i < n; ++i) {
+    EXPECT_EQ(dst[i]->Download(), want[n + i]) << "tag 9 #" << i;      // received first
+    EXPECT_EQ(dst[n + i]->Download(), want[i]) << "tag 7 #" << i;
+  }
+}
+
+// Both ranks send large messages to each other at once (the fast path with single copy turned off
+// streams both directions through the rings: no deadlock, bit-exact), then a mismatch on a large
+// message fails both sides without moving it.
+TEST_P(ConformanceTest, BidirectionalLargeAndLargeMismatch) {
+  if (kind() == BackendKind::kNccl) GTEST_SKIP() << "NCCL pairs p2p ops in issue order";
+  for (const char* cma : {"1", "0"}) {
+    ::setenv("ARCHI_SHM_CMA", cma, 1);
+    auto comms = Connect();
+    ::unsetenv("ARCHI_SHM_CMA");
+    ASSERT_TRUE(AllConnected(comms));
+    const int64_t n = (6 << 20) + 5;
+    std::unique_ptr<BackendTensor> src[2], dst[2];
+    std::vector<uint8_t> want[2];
+    std::shared_ptr<Work> sends[2], recvs[2];
+    for (int r = 0; r < 2; ++r) {
+      src[r] = Make(r, {n}, DType::kU8);
+      dst[r] = Make(r, {n}, DType::kU8);
+      ASSERT_TRUE(src[r] && dst[r]);
+      want[r] = RandomBytes(n, 50 + r);
+      ASSERT_TRUE(src[r]->Upload(want[r]));
+    }
+    for (int r = 0; r < 2; ++r) sends[r] = comms[r]->Send(src[r]->tensor(), 1 - r, 2);
+    for (int r = 0; r < 2; ++r) recvs[r] = comms[r]->Recv(dst[r]->tensor(), 1 - r, 2);
+    for (int r = 0; r < 2; ++r) {
+      EXPECT_TRUE(testing::WaitFor(sends[r]).ok()) << "cma " << cma;
+      EXPECT_TRUE(testing::WaitFor(recvs[r]).ok()) << "cma " << cma;
+      EXPECT_EQ(dst[r]->Download(), want[1 - r]) << "cma " << cma << " rank " << r;
+    }
+    auto small = Make(1, {n - 1}, DType::kU8);
+    ASSERT_TRUE(small);
+    auto s = comms[0]->Send(src[0]->tensor(), 1, 3);
+    auto r = comms[1]->Recv(small->tensor(), 0, 3);
+    EXPECT_EQ(testing::WaitFor(s).code(), StatusCode::kInvalidArgument) << "cma " << cma;
+    EXPECT_EQ(testing::WaitFor(r).code(), StatusCode::kInvalidArgument) << "cma " << cma;
+    EXPECT_FALSE(comms[0]->broken());
+    EXPECT_FALSE(comms[1]->broken());
+  }
 }
 
 TEST_P(ConformanceTest, AllReduceEveryDtype) {
@@ -350,7 +429,7 @@ TEST_P(ConformanceTest, OpDeadlineBreaksCommunicator) {
 
 TEST_P(ConformanceTest, ConnectTimeoutWhenARankNeverShows) {
   for (int present : {0, 1}) {
-    CommOptions o = testing::OptionsFor(kind(), present);
+    CommOptions o = testing::OptionsFor(GetParam(), present);
     o.connect_timeout_ms = 400;
     const auto t0 = Clock::now();
     auto c = CreateCommunicator(kind(), present, kN,
@@ -377,9 +456,9 @@ TEST_P(ConformanceTest, TensorOnWrongDeviceIsInvalidArgument) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Backends, ConformanceTest,
-                         ::testing::Values(BackendKind::kGloo, BackendKind::kNccl),
-                         [](const ::testing::TestParamInfo<BackendKind>& info) {
-                           return std::string(BackendName(info.param));
+                         ::testing::ValuesIn(testing::AllBackendCases()),
+                         [](const ::testing::TestParamInfo<testing::BackendCase>& info) {
+                           return testing::CaseName(info.param);
                          });
 
 }  // namespace

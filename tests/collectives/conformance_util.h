@@ -41,6 +41,30 @@ inline CommOptions OptionsFor(BackendKind kind, int rank, CommOptions base = {})
   return base;
 }
 
+// One instantiation of a conformance suite: a backend, and for the CPU backend whether point to
+// point takes the same-host shared-memory fast path ("gloo_shm") or Gloo's TCP path ("gloo").
+struct BackendCase {
+  BackendKind kind = BackendKind::kGloo;
+  ShmMode shm = ShmMode::kOff;
+};
+
+inline CommOptions OptionsFor(const BackendCase& c, int rank, CommOptions base = {}) {
+  base.shm = c.shm;
+  return OptionsFor(c.kind, rank, std::move(base));
+}
+
+inline std::string CaseName(const BackendCase& c) {
+  std::string name(BackendName(c.kind));
+  if (c.kind == BackendKind::kGloo && c.shm == ShmMode::kOn) name += "_shm";
+  return name;
+}
+
+inline std::vector<BackendCase> AllBackendCases() {
+  return {{BackendKind::kGloo, ShmMode::kOff},
+          {BackendKind::kGloo, ShmMode::kOn},
+          {BackendKind::kNccl, ShmMode::kOff}};
+}
+
 // A tensor in the memory the backend wants: host for Gloo, CUDA device `rank` for NCCL.
 class BackendTensor {
  public:
