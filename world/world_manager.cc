@@ -471,6 +471,7 @@ class WorldManager::Impl {
     co.connect_timeout_ms = std::max<int64_t>(1, d.RemainingMs().count());
     co.op_timeout_ms = w.opts.op_timeout_ms;
     co.hostname = w.opts.hostname;
+    co.shm = w.opts.shm;
     co.label = w.label;
     std::weak_ptr<World> weak = Find(w.name);
     co.on_broken = [this, weak](const Status& s) {

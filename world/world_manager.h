@@ -51,6 +51,9 @@ struct WorldOptions {
   int64_t heartbeat_timeout_ms = 2'000;
   // Address the data plane binds to. Empty: 127.0.0.1.
   std::string hostname;
+  // Same-host shared-memory point to point of the CPU backend (CommOptions::shm): kDefault
+  // follows ARCHI_SHM, kOff/kOn override it for this world.
+  ShmMode shm = ShmMode::kDefault;
 
   // Defaults overridden by ARCHI_WORLD_INIT_TIMEOUT_MS, ARCHI_WORLD_OP_TIMEOUT_MS,
   // ARCHI_HEARTBEAT_INTERVAL_MS, ARCHI_HEARTBEAT_TIMEOUT_MS, ARCHI_BIND_HOST (docs/config.md).
