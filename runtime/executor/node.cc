@@ -530,7 +530,8 @@ void PipelineNode::KeepRegistry(const std::map<std::string, MemberInfo>& members
     next[tag] = prev->second;
     if (now - prev->second.second > options_.lease_timeout_ms) {
       MarkGone(m, "its liveness lease did not move for " +
-                      std::to_string(now - prev->second.second) + " ms");
+                      std::to_string(now - prev->second.second) + " ms (limit " +
+                      std::to_string(options_.lease_timeout_ms) + " ms)");
     }
   }
   leases_ = std::move(next);
@@ -661,6 +662,21 @@ void PipelineNode::MembershipLoop(std::stop_token st) {
       }
       // Our own entry: drained by an admin, or fenced by a neighbour.
       auto self = members.find(options_.id);
+      if (self == members.end() && !fenced_ && !stopping_) {
+        // Our entry vanished (a new frontend replaced the registry): register again, same
+        // incarnation, so the new neighbours can find us.
+        std::string raw;
+        {
+          std::lock_guard lock(mu_);
+          raw = self_.ToJson();
+        }
+        if (options_.store->Set(self_key_, raw, Deadline::AfterMs(1000)).ok()) {
+          std::lock_guard lock(mu_);
+          self_raw_ = raw;
+          ARCHI_LOG_WARN("pipeline {}: registry entry of {} was missing; registered again",
+                         options_.pipeline, options_.id);
+        }
+      }
       if (self != members.end() && self->second.incarnation == incarnation_) {
         if (self->second.state == "draining") draining_ = true;
         if (self->second.state == "gone" && !fenced_) {
@@ -677,6 +693,17 @@ void PipelineNode::MembershipLoop(std::stop_token st) {
         if (bumped.ok()) last_lease_ms_ = now_ms;
       }
       if (options_.stage == -1) KeepRegistry(members);
+      if (!options_.plan_json.empty() && now_ms - last_plan_check_ms_ >= 1000 && !fenced_) {
+        last_plan_check_ms_ = now_ms;
+        auto plan = options_.store->Get(PlanKey(options_.pipeline), Deadline::AfterMs(1000));
+        if (plan.ok() && *plan != options_.plan_json) {
+          fenced_ = true;
+          ARCHI_LOG_ERROR(
+              "pipeline {}: the plan in the store changed (a new frontend?); member {} "
+              "no longer fits it and stops",
+              options_.pipeline, options_.id);
+        }
+      }
       const int up = UpstreamStage();
       const int down = DownstreamStage();
       bool has_up = false, has_down = false;
@@ -715,13 +742,8 @@ void PipelineNode::MembershipLoop(std::stop_token st) {
                                         })});
           }
         }
-        // Down-links whose peer vanished from the registry.
-        for (auto& l : links_) {
-          if (l->downstream && !l->closing && !members.contains(l->peer.id)) {
-            l->closing = true;
-            SendControlLocked(*l, MsgKind::kClose, 0);
-          }
-        }
+        // A peer missing from the registry is not closed: a new frontend replaces the registry
+        // and live members register again; one that exited breaks its worlds anyway.
         ExpirePendingLocked();
       }
       std::string want;
@@ -752,9 +774,14 @@ void PipelineNode::MembershipLoop(std::stop_token st) {
           last_stats_write_ms_ = now;
         }
       }
-    } else {
-      ARCHI_LOG_WARN("pipeline {}: registry unreachable: {}", options_.pipeline,
-                     list.status().ToString());
+    } else if (!registry_warned_) {
+      registry_warned_ = true;  // once per outage: the loop retries every poll
+      ARCHI_LOG_WARN("pipeline {}: registry unreachable (retrying every {} ms): {}",
+                     options_.pipeline, options_.poll_ms, list.status().ToString());
+    }
+    if (list.ok() && registry_warned_) {
+      registry_warned_ = false;
+      ARCHI_LOG_INFO("pipeline {}: registry reachable again", options_.pipeline);
     }
     // Reap dead links: join their readers, remove their worlds.
     std::vector<std::shared_ptr<Link>> dead;

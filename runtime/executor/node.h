@@ -80,6 +80,9 @@ struct NodeOptions {
   // (stage -1) marks a member gone when its counter has not moved for lease_timeout_ms, or at
   // once when it ran on this host and its pid no longer exists. Env: ARCHI_MEMBER_LEASE_MS.
   int64_t lease_interval_ms = 200;
+  // Workers: the plan (JSON) they loaded. If the store's plan changes (a new frontend with another
+  // plan under the same name), the member is fenced: its layers no longer fit. Empty: no check.
+  std::string plan_json;
   int64_t lease_timeout_ms = 3000;
 };
 
@@ -182,6 +185,8 @@ class PipelineNode {
   int64_t last_stats_write_ms_ = 0;
   uint64_t written_batches_ = 0;
   int64_t last_lease_ms_ = 0;
+  int64_t last_plan_check_ms_ = 0;
+  bool registry_warned_ = false;  // membership thread only
   // Keeper (frontend): per member "id.inc", the last alive counter seen and when it moved.
   std::map<std::string, std::pair<std::string, int64_t>> leases_;
 

@@ -129,6 +129,7 @@ Status StageWorker::Run() {
   no.num_stages = plan_.num_stages();
   no.max_inflight_per_link = plan_.max_inflight_per_link;
   no.store = store;
+  no.plan_json = plan_json;
   node_ = std::make_unique<PipelineNode>(
       no, [this](Batch&& b, Origin o) { OnBatch(std::move(b), std::move(o)); });
   ARCHI_RETURN_IF_ERROR(node_->Start());
@@ -140,7 +141,8 @@ Status StageWorker::Run() {
   while (true) {
     if (stop_requested_) break;
     if (node_->fenced()) {
-      result = AbortedError("worker " + options_.id + " was fenced by its neighbours");
+      result = AbortedError("worker " + options_.id +
+                            " was fenced (declared gone, or the plan changed; see the log)");
       break;
     }
     if (drain_requested_ && !drain_begun) {

@@ -9,7 +9,10 @@
 //   - malformed and late requests get INVALID_ARGUMENT / DEADLINE_EXCEEDED with a reason.
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
 #include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <cstring>
 #include <filesystem>
@@ -19,6 +22,8 @@
 
 #include "bench/harness/load_generator.h"
 #include "bench/harness/local_cluster.h"
+#include "bench/harness/process.h"
+#include "bench/harness/ready_file.h"
 #include "proto/inference.grpc.pb.h"
 #include "runtime/executor/stage_model.h"
 #include "runtime/model/model.h"
@@ -346,8 +351,8 @@ TEST_F(PipelineTest, RequestsWaitForAStageWithNoReplica) {
   std::this_thread::sleep_for(std::chrono::milliseconds(1000));
   EXPECT_EQ(AdminStatus(*c).pending(), seqs.size()) << "requests should be waiting";
   auto id = c->AddWorker(1, Deadline::AfterMs(30'000));
+  for (auto& t : threads) t.join();  // before any ASSERT: a joinable thread must not be destroyed
   ASSERT_TRUE(id.ok()) << id.status();
-  for (auto& t : threads) t.join();
   for (const auto& s : sts) EXPECT_TRUE(s.ok()) << s.error_message();
   // And a request whose deadline passes while waiting gets DEADLINE_EXCEEDED, not silence.
   ASSERT_TRUE(c->Drain(*id, Deadline::AfterMs(5000)).ok());
@@ -358,6 +363,77 @@ TEST_F(PipelineTest, RequestsWaitForAStageWithNoReplica) {
   auto st = Embed(*c, req, &resp, 400);
   EXPECT_EQ(st.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
   EXPECT_EQ(AdminStatus(*c).deadline_exceeded(), 1u);
+}
+
+// A free TCP port on 127.0.0.1 (bound and released: a small race, fine for a test).
+int FreePort() {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a));
+  socklen_t len = sizeof(a);
+  getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+  close(fd);
+  return ntohs(a.sin_port);
+}
+
+// With a standalone store (archi-store), the frontend can die and be replaced: the running
+// workers re-register in the new registry, link with the new frontend and serve again, without
+// restarting (their worker-to-worker worlds survive).
+TEST_F(PipelineTest, WorkersSurviveAFrontendRestart) {
+  const fs::path dir = *root_ / "restart";
+  fs::create_directories(dir);
+  const std::string store_addr = "127.0.0.1:" + std::to_string(FreePort());
+  auto store = harness::Process::Spawn({.binary = ARCHI_STORE_BIN,
+                                        .args = {"--listen", store_addr},
+                                        .log_path = (dir / "store.log").string()});
+  ASSERT_TRUE(store.ok()) << store.status();
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  std::ofstream plan(dir / "plan.yaml");
+  plan << "pipeline: restart\nmodel: " << (*root_ / "model").string()
+       << "\nstages:\n  - layers: [0, 3]\n  - layers: [3, 6]\n";
+  plan.close();
+  LocalClusterOptions o;
+  o.plan_path = (dir / "plan.yaml").string();
+  o.work_dir = dir.string();
+  o.replicas = {1, 1};
+  o.extra_frontend_args = {"--store", store_addr};
+  auto c = LocalCluster::Start(o);
+  ASSERT_TRUE(c.ok()) << c.status();
+  pb::EmbedRequest req;
+  for (int i = 1; i <= 5; ++i) req.mutable_ids()->add_ids(i);
+  pb::EmbedResponse first;
+  ASSERT_TRUE(Embed(**c, req, &first).ok());
+
+  ASSERT_TRUE((*c)->Kill("frontend", SIGKILL).ok());
+  const std::string ready = (dir / "frontend2.ready").string();
+  auto fe2 = harness::Process::Spawn(
+      {.binary = harness::DefaultFrontendBinary(),
+       .args = {"--plan", o.plan_path, "--store", store_addr, "--ready-file", ready},
+       .log_path = (dir / "frontend2.log").string()});
+  ASSERT_TRUE(fe2.ok()) << fe2.status();
+  auto j = harness::WaitReadyFile(ready, Deadline::AfterMs(30'000));
+  ASSERT_TRUE(j.ok()) << j.status();
+  const std::string addr = (*j)["grpc"].get<std::string>();
+  auto stub = pb::Inference::NewStub(grpc::CreateChannel(addr, grpc::InsecureChannelCredentials()));
+  grpc::Status st;
+  pb::EmbedResponse again;
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  do {  // until the workers have re-registered and linked
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(500));
+    st = stub->Embed(&ctx, req, &again);
+  } while (!st.ok() && std::chrono::steady_clock::now() < until);
+  ASSERT_TRUE(st.ok()) << st.error_message();
+  EXPECT_EQ(std::memcmp(again.embedding().data(), first.embedding().data(), 64 * sizeof(float)), 0);
+  // Same worker processes as before the restart.
+  for (const std::string id : {"s0-r0", "s1-r0"}) {
+    auto* p = (*c)->process(id);
+    ASSERT_NE(p, nullptr);
+    EXPECT_FALSE(p->WaitExit(Deadline::AfterMs(1)).ok()) << id << " should still be running";
+  }
+  (*fe2)->Signal(SIGTERM).IgnoreError();
 }
 
 TEST_F(PipelineTest, MalformedAndLateRequests) {
