@@ -176,8 +176,8 @@ class LoadGenerator::Impl {
   explicit Impl(LoadOptions o) : o_(std::move(o)), rng_(o_.seed) {
     for (int i = 0; i < std::max(1, o_.channels); ++i) {
       grpc::ChannelArguments args;
-      args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
-      args.SetInt("archi.loadgen_channel", i);  // distinct channels, distinct connections
+      // A distinct argument per channel: its own subchannel, i.e. its own connection.
+      args.SetInt("archi.loadgen_channel", i);
       auto ch = grpc::CreateCustomChannel(o_.target, grpc::InsecureChannelCredentials(), args);
       stubs_.push_back(proto::Inference::NewStub(ch));
     }
@@ -199,8 +199,20 @@ class LoadGenerator::Impl {
       for (auto& [idx, c] : outstanding_) calls.push_back(c);
     }
     for (auto& c : calls) c->ctx.TryCancel();
+    calls.clear();
     std::unique_lock<std::mutex> lock(mu_);
     cv_.wait(lock, [&] { return active_ == 0; });
+    // gRPC destroys its copies of a callback after the callback returned; wait for that, so
+    // that no ClientContext (which holds a channel reference) is destroyed on a gRPC thread
+    // after the channels below are gone (bounded: it takes microseconds).
+    const Deadline d = Deadline::AfterMs(2'000);
+    for (;;) {
+      PruneDoneLocked();
+      if (done_calls_.empty() || d.Expired()) break;
+      lock.unlock();
+      std::this_thread::sleep_for(Millis(1));
+      lock.lock();
+    }
   }
 
   Status Start() {
@@ -324,12 +336,21 @@ class LoadGenerator::Impl {
     if (c) Launch(std::move(c));
   }
 
+  // Frees the finished calls that gRPC no longer references (only done_calls_ holds them).
+  void PruneDoneLocked() {
+    std::erase_if(done_calls_, [](const std::shared_ptr<Call>& c) { return c.use_count() == 1; });
+  }
+
   void OnDone(const std::shared_ptr<Call>& c, const grpc::Status& s) {
     std::shared_ptr<Call> retry;
     bool send_next = false;
     {
       std::lock_guard<std::mutex> lock(mu_);
       outstanding_.erase(c->key);
+      // The Call (its ClientContext) is freed by this object, never by gRPC dropping the last
+      // reference from inside its own completion path.
+      PruneDoneLocked();
+      done_calls_.push_back(c);
       RequestRecord& r = records_[static_cast<size_t>(c->index)];
       if (!r.lost) {
         const auto now = Clock::now();
@@ -424,6 +445,7 @@ class LoadGenerator::Impl {
   Clock::time_point end_;
   std::vector<RequestRecord> records_;
   std::unordered_map<int64_t, std::shared_ptr<Call>> outstanding_;
+  std::vector<std::shared_ptr<Call>> done_calls_;  // answered, possibly still referenced by gRPC
   int64_t next_key_ = 0;
   int64_t active_ = 0;  // RPCs whose callback has not finished
   int64_t ok_ = 0, errors_ = 0;

@@ -95,10 +95,7 @@ std::string ClusterStatus::ToString() const {
 class LocalCluster::AdminClient {
  public:
   explicit AdminClient(const std::string& target) {
-    grpc::ChannelArguments args;
-    args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
-    stub_ = proto::Admin::NewStub(
-        grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args));
+    stub_ = proto::Admin::NewStub(grpc::CreateChannel(target, grpc::InsecureChannelCredentials()));
   }
 
   Result<ClusterStatus> GetStatus(Deadline deadline) {
