@@ -39,25 +39,44 @@ std::string Fmt(const char* f, double a) {
 
 std::string GrpcCodeName(int code) {
   switch (code) {
-    case -1: return "LOST";
-    case 0: return "OK";
-    case 1: return "CANCELLED";
-    case 2: return "UNKNOWN";
-    case 3: return "INVALID_ARGUMENT";
-    case 4: return "DEADLINE_EXCEEDED";
-    case 5: return "NOT_FOUND";
-    case 6: return "ALREADY_EXISTS";
-    case 7: return "PERMISSION_DENIED";
-    case 8: return "RESOURCE_EXHAUSTED";
-    case 9: return "FAILED_PRECONDITION";
-    case 10: return "ABORTED";
-    case 11: return "OUT_OF_RANGE";
-    case 12: return "UNIMPLEMENTED";
-    case 13: return "INTERNAL";
-    case 14: return "UNAVAILABLE";
-    case 15: return "DATA_LOSS";
-    case 16: return "UNAUTHENTICATED";
-    default: return "CODE_" + std::to_string(code);
+    case -1:
+      return "LOST";
+    case 0:
+      return "OK";
+    case 1:
+      return "CANCELLED";
+    case 2:
+      return "UNKNOWN";
+    case 3:
+      return "INVALID_ARGUMENT";
+    case 4:
+      return "DEADLINE_EXCEEDED";
+    case 5:
+      return "NOT_FOUND";
+    case 6:
+      return "ALREADY_EXISTS";
+    case 7:
+      return "PERMISSION_DENIED";
+    case 8:
+      return "RESOURCE_EXHAUSTED";
+    case 9:
+      return "FAILED_PRECONDITION";
+    case 10:
+      return "ABORTED";
+    case 11:
+      return "OUT_OF_RANGE";
+    case 12:
+      return "UNIMPLEMENTED";
+    case 13:
+      return "INTERNAL";
+    case 14:
+      return "UNAVAILABLE";
+    case 15:
+      return "DATA_LOSS";
+    case 16:
+      return "UNAUTHENTICATED";
+    default:
+      return "CODE_" + std::to_string(code);
   }
 }
 
@@ -145,9 +164,9 @@ std::string LoadReport::RecordsCsv() const {
   char line[256];
   for (const RequestRecord& r : records) {
     std::snprintf(line, sizeof(line), "%lld,%d,%.3f,%.3f,%.3f,%s,%d,%u,%.3f,%d\n",
-                  static_cast<long long>(r.index), r.input, r.send_ms, r.finish_ms,
-                  r.latency_ms(), GrpcCodeName(r.code).c_str(), r.attempts, r.server_attempts,
-                  r.server_total_ms, r.lost ? 1 : 0);
+                  static_cast<long long>(r.index), r.input, r.send_ms, r.finish_ms, r.latency_ms(),
+                  GrpcCodeName(r.code).c_str(), r.attempts, r.server_attempts, r.server_total_ms,
+                  r.lost ? 1 : 0);
     out += line;
   }
   return out;
@@ -305,7 +324,8 @@ class LoadGenerator::Impl {
     c->key = next_key_++;
     c->deadline = deadline;
     c->ctx.set_deadline(ToSystem(deadline));
-    const LoadInput& in = o_.inputs[static_cast<size_t>(records_[static_cast<size_t>(index)].input)];
+    const LoadInput& in =
+        o_.inputs[static_cast<size_t>(records_[static_cast<size_t>(index)].input)];
     c->req.set_model(o_.model);
     c->req.set_client_tag(std::to_string(index));
     if (!in.ids.empty()) {
@@ -401,8 +421,8 @@ class LoadGenerator::Impl {
           if (!c) break;
           Launch(std::move(c));
           const double gap_s = o_.poisson ? exp_gap(rng_) : 1.0 / o_.rate_per_s;
-          next_send += std::chrono::duration_cast<Clock::duration>(
-              std::chrono::duration<double>(gap_s));
+          next_send +=
+              std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(gap_s));
           now = Clock::now();
         }
       }

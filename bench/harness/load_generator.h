@@ -56,12 +56,12 @@ struct LoadOptions {
 // One request. Times are ms since the generator started.
 struct RequestRecord {
   int64_t index = 0;
-  int input = 0;            // index into LoadOptions::inputs
-  double send_ms = 0;       // first attempt sent
-  double finish_ms = -1;    // final answer (-1: none)
-  int code = -1;            // grpc::StatusCode of the final answer (-1: none)
-  std::string message;      // error message (empty when OK)
-  int attempts = 0;         // RPCs sent for it (client side)
+  int input = 0;                 // index into LoadOptions::inputs
+  double send_ms = 0;            // first attempt sent
+  double finish_ms = -1;         // final answer (-1: none)
+  int code = -1;                 // grpc::StatusCode of the final answer (-1: none)
+  std::string message;           // error message (empty when OK)
+  int attempts = 0;              // RPCs sent for it (client side)
   uint32_t server_attempts = 0;  // EmbedResponse.attempts (frontend re-sends + 1)
   double server_total_ms = 0;    // EmbedResponse.total_ms
   bool lost = false;
@@ -72,12 +72,12 @@ struct LoadSummary {
   int64_t sent = 0;
   int64_t ok = 0;
   int64_t lost = 0;
-  int64_t deadline_exceeded = 0;         // all DEADLINE_EXCEEDED (server- and client-made)
+  int64_t deadline_exceeded = 0;           // all DEADLINE_EXCEEDED (server- and client-made)
   std::map<std::string, int64_t> by_code;  // "OK", "UNAVAILABLE", ... (lost ones under "LOST")
-  double wall_s = 0;            // first send to last answer
-  double throughput = 0;        // OK answers per second of wall_s
+  double wall_s = 0;                       // first send to last answer
+  double throughput = 0;                   // OK answers per second of wall_s
   double p50_ms = 0, p90_ms = 0, p99_ms = 0, mean_ms = 0, max_ms = 0;  // OK requests
-  int64_t resent = 0;           // OK answers with server_attempts > 1 or attempts > 1
+  int64_t resent = 0;            // OK answers with server_attempts > 1 or attempts > 1
   std::string ToString() const;  // one line
 };
 

@@ -84,8 +84,8 @@ std::string ClusterStatus::ToString() const {
       << ", resent_batches " << resent_batches << ", duplicates_dropped " << duplicates_dropped
       << "\n";
   for (const MemberInfo& m : members) {
-    out << "  " << m.id << " stage " << m.stage << " " << m.state << " routed "
-        << m.batches_routed << " outstanding " << m.outstanding << "\n";
+    out << "  " << m.id << " stage " << m.stage << " " << m.state << " routed " << m.batches_routed
+        << " outstanding " << m.outstanding << "\n";
   }
   return out.str();
 }
@@ -162,18 +162,17 @@ Result<std::unique_ptr<LocalCluster>> LocalCluster::Start(LocalClusterOptions o)
   const LocalClusterOptions& opt = c->o_;
   const std::string ready = opt.work_dir + "/frontend.ready";
   fs::remove(ready, ec);
-  std::vector<std::string> args = {"--plan", opt.plan_path, "--listen", "127.0.0.1:0",
+  std::vector<std::string> args = {"--plan",         opt.plan_path, "--listen",     "127.0.0.1:0",
                                    "--store-listen", "127.0.0.1:0", "--ready-file", ready};
   if (opt.frontend_threads > 0) {
     args.push_back("--threads");
     args.push_back(std::to_string(opt.frontend_threads));
   }
   args.insert(args.end(), opt.extra_frontend_args.begin(), opt.extra_frontend_args.end());
-  ARCHI_ASSIGN_OR_RETURN(
-      auto fe, Process::Spawn({.binary = opt.frontend_bin,
-                               .args = args,
-                               .env = opt.env,
-                               .log_path = opt.work_dir + "/frontend.log"}));
+  ARCHI_ASSIGN_OR_RETURN(auto fe, Process::Spawn({.binary = opt.frontend_bin,
+                                                  .args = args,
+                                                  .env = opt.env,
+                                                  .log_path = opt.work_dir + "/frontend.log"}));
   ARCHI_ASSIGN_OR_RETURN(nlohmann::json j, WaitReadyFile(ready, deadline, fe.get()));
   if (!j.contains("grpc") || !j["grpc"].is_string() || !j.contains("store") ||
       !j["store"].is_string()) {
@@ -203,7 +202,8 @@ Result<std::unique_ptr<LocalCluster>> LocalCluster::Start(LocalClusterOptions o)
 
   std::vector<std::string> ids;
   for (int s = 0; s < c->num_stages_; ++s) {
-    const int n = static_cast<size_t>(s) < opt.replicas.size() ? opt.replicas[static_cast<size_t>(s)] : 1;
+    const int n =
+        static_cast<size_t>(s) < opt.replicas.size() ? opt.replicas[static_cast<size_t>(s)] : 1;
     for (int r = 0; r < n; ++r) {
       ARCHI_ASSIGN_OR_RETURN(std::string id, c->SpawnWorker(s));
       ids.push_back(id);
@@ -217,9 +217,11 @@ Result<Process*> LocalCluster::SpawnLocked(const std::string& id, int stage) {
   const std::string ready = o_.work_dir + "/" + id + ".ready";
   std::error_code ec;
   fs::remove(ready, ec);
-  std::vector<std::string> args = {"--store",   store_address_,          "--pipeline", pipeline_,
-                                   "--stage",   std::to_string(stage),   "--id",       id,
-                                   "--threads", std::to_string(o_.worker_threads),
+  std::vector<std::string> args = {"--store",      store_address_,
+                                   "--pipeline",   pipeline_,
+                                   "--stage",      std::to_string(stage),
+                                   "--id",         id,
+                                   "--threads",    std::to_string(o_.worker_threads),
                                    "--ready-file", ready};
   args.insert(args.end(), o_.extra_worker_args.begin(), o_.extra_worker_args.end());
   ARCHI_ASSIGN_OR_RETURN(auto p, Process::Spawn({.binary = o_.worker_bin,
@@ -238,7 +240,8 @@ Result<std::string> LocalCluster::SpawnWorker(int stage) {
   }
   std::lock_guard<std::mutex> lock(mu_);
   if (stopped_) return FailedPreconditionError("LocalCluster stopped");
-  const std::string id = "s" + std::to_string(stage) + "-r" + std::to_string(next_replica_[stage]++);
+  const std::string id =
+      "s" + std::to_string(stage) + "-r" + std::to_string(next_replica_[stage]++);
   ARCHI_RETURN_IF_ERROR(SpawnLocked(id, stage));
   return id;
 }
@@ -366,7 +369,8 @@ std::vector<std::string> LocalCluster::Stop(Millis grace) {
     }
   }
   Process* fe = process(kFrontendId);
-  if (fe != nullptr) out.push_back(std::string(kFrontendId) + ": " + fe->Terminate(grace).ToString());
+  if (fe != nullptr)
+    out.push_back(std::string(kFrontendId) + ": " + fe->Terminate(grace).ToString());
   return out;
 }
 

@@ -33,8 +33,8 @@ struct ProcessOptions {
   std::string binary{};             // path of the executable (no PATH search)
   std::vector<std::string> args{};  // argv[1..]; argv[0] is the binary's base name
   std::vector<std::pair<std::string, std::string>> env{};  // added to (or replacing in) ours
-  std::string log_path{};           // stdout+stderr, appended; empty: /dev/null
-  std::string working_dir{};        // empty: ours
+  std::string log_path{};     // stdout+stderr, appended; empty: /dev/null
+  std::string working_dir{};  // empty: ours
 };
 
 // How a child ended.

@@ -19,10 +19,9 @@ Result<nlohmann::json> WaitReadyFile(const std::string& path, Deadline deadline,
     }
     if (watch != nullptr) {
       if (auto e = watch->TryWait()) {
-        return UnavailableError("ready file " + path + ": " + watch->options().binary +
-                                " (pid " + std::to_string(watch->Pid()) + ") ended with " +
-                                e->ToString() + " before it was ready; log tail:\n" +
-                                watch->LogTail(3000));
+        return UnavailableError("ready file " + path + ": " + watch->options().binary + " (pid " +
+                                std::to_string(watch->Pid()) + ") ended with " + e->ToString() +
+                                " before it was ready; log tail:\n" + watch->LogTail(3000));
       }
     }
     if (deadline.Expired()) {

@@ -65,16 +65,16 @@ struct Workload {
   std::string model_dir;
   std::string description;  // for the report
   int64_t num_layers = 0;
-  std::vector<LoadInput> inputs;             // what the load generator sends
-  std::vector<std::vector<int32_t>> ids;     // the same requests as token ids (reference)
+  std::vector<LoadInput> inputs;          // what the load generator sends
+  std::vector<std::vector<int32_t>> ids;  // the same requests as token ids (reference)
 };
 
 Result<Workload> MakeWorkload(const PipelineOptions& o, const std::string& run_dir) {
   Workload w;
   std::string dir = o.model_dir;
   if (dir.empty() && !o.gen_model) {
-    for (const std::string& cand :
-         {std::string(ARCHI_MINILM_DEFAULT_DIR), std::string(ARCHI_SOURCE_DIR) + "/build/models/minilm"}) {
+    for (const std::string& cand : {std::string(ARCHI_MINILM_DEFAULT_DIR),
+                                    std::string(ARCHI_SOURCE_DIR) + "/build/models/minilm"}) {
       if (!cand.empty() && fs::exists(cand + "/model.safetensors")) {
         dir = cand;
         break;
@@ -94,8 +94,9 @@ Result<Workload> MakeWorkload(const PipelineOptions& o, const std::string& run_d
     c.type_vocab_size = 2;
     dir = run_dir + "/gen_model";
     ARCHI_RETURN_IF_ERROR(model::WriteRandomModel(dir, c, 7));
-    w.description = "generated BERT model (" + std::to_string(c.num_layers) + " layers, H=" +
-                    std::to_string(c.hidden_size) + ", token-id requests of 10..24 ids)";
+    w.description = "generated BERT model (" + std::to_string(c.num_layers) +
+                    " layers, H=" + std::to_string(c.hidden_size) +
+                    ", token-id requests of 10..24 ids)";
     std::mt19937 rng(11);
     for (int i = 0; i < 16; ++i) {
       std::vector<int32_t> seq(static_cast<size_t>(10 + (i * 7) % 15));
@@ -117,7 +118,8 @@ Result<Workload> MakeWorkload(const PipelineOptions& o, const std::string& run_d
     } else {
       for (int i = 0; i < 16; ++i) {
         std::vector<int32_t> seq(static_cast<size_t>(10 + i));
-        for (size_t k = 0; k < seq.size(); ++k) seq[k] = static_cast<int32_t>(1 + (i * 31 + k) % 90);
+        for (size_t k = 0; k < seq.size(); ++k)
+          seq[k] = static_cast<int32_t>(1 + (i * 31 + k) % 90);
         w.ids.push_back(seq);
         w.inputs.push_back(LoadInput::Ids(seq));
       }
@@ -137,14 +139,15 @@ std::vector<std::pair<int64_t, int64_t>> SplitLayers(int64_t layers, int stages)
   return out;
 }
 
-Result<std::string> WritePlan(const std::string& dir, const std::string& name,
-                              const Workload& w, int stages, int batch, int64_t deadline_ms) {
+Result<std::string> WritePlan(const std::string& dir, const std::string& name, const Workload& w,
+                              int stages, int batch, int64_t deadline_ms) {
   std::string yaml = "pipeline: " + name + "\nmodel: " + w.model_dir + "\nstages:\n";
   for (auto [b, e] : SplitLayers(w.num_layers, stages)) {
     yaml += Fmt("  - layers: [%lld, %lld]\n", static_cast<long long>(b), static_cast<long long>(e));
   }
-  yaml += Fmt("batching:\n  max_batch: %d\n  max_wait_ms: 5\nrequest:\n  default_timeout_ms: %lld\n",
-              batch, static_cast<long long>(deadline_ms));
+  yaml +=
+      Fmt("batching:\n  max_batch: %d\n  max_wait_ms: 5\nrequest:\n  default_timeout_ms: %lld\n",
+          batch, static_cast<long long>(deadline_ms));
   const std::string path = dir + "/" + name + ".yaml";
   ARCHI_RETURN_IF_ERROR(WriteFile(path, yaml));
   return path;
@@ -152,7 +155,8 @@ Result<std::string> WritePlan(const std::string& dir, const std::string& name,
 
 std::string Layout(int stages, const std::vector<int>& replicas) {
   std::string s;
-  for (int i = 0; i < stages; ++i) s += (i ? "-" : "") + std::to_string(replicas[static_cast<size_t>(i)]);
+  for (int i = 0; i < stages; ++i)
+    s += (i ? "-" : "") + std::to_string(replicas[static_cast<size_t>(i)]);
   return s;
 }
 
@@ -200,8 +204,8 @@ LoadOptions BaseLoad(const std::string& target, const Workload& w, const Pipelin
   return l;
 }
 
-Result<LoadReport> RunClosed(const std::string& target, const Workload& w,
-                             const PipelineOptions& o, int concurrency, double seconds) {
+Result<LoadReport> RunClosed(const std::string& target, const Workload& w, const PipelineOptions& o,
+                             int concurrency, double seconds) {
   LoadOptions l = BaseLoad(target, w, o);
   l.concurrency = concurrency;
   {  // warm-up, not recorded: connections, first batches, page faults in the workers
@@ -288,22 +292,26 @@ Status PipelineBench::Sweep(std::string* md) {
   int ref_all_threads = 0;
   std::vector<SweepRow> rows;
   for (int round = 0; round < rounds; ++round) {
-    ARCHI_ASSIGN_OR_RETURN(Reference r, MeasureReference(w_, o_.batch, o_.worker_threads,
-                                                         o_.quick ? 0.5 : 3.0));
-    std::printf("[pipeline] round %d reference (whole model in this process, %d thread%s): %.1f "
-                "requests/s, a batch of %d in %.2f ms (p50 of %d)\n",
-                round + 1, o_.worker_threads, o_.worker_threads == 1 ? "" : "s", r.per_s, o_.batch,
-                r.batch_ms_p50, r.iters);
+    ARCHI_ASSIGN_OR_RETURN(Reference r,
+                           MeasureReference(w_, o_.batch, o_.worker_threads, o_.quick ? 0.5 : 3.0));
+    std::printf(
+        "[pipeline] round %d reference (whole model in this process, %d thread%s): %.1f "
+        "requests/s, a batch of %d in %.2f ms (p50 of %d)\n",
+        round + 1, o_.worker_threads, o_.worker_threads == 1 ? "" : "s", r.per_s, o_.batch,
+        r.batch_ms_p50, r.iters);
     std::fflush(stdout);
     // The same process with every core: what one process makes of this machine.
     const int all = GetMachineInfo().nproc;
     if (all > o_.worker_threads) {
-      ARCHI_ASSIGN_OR_RETURN(Reference ra, MeasureReference(w_, o_.batch, all, o_.quick ? 0.5 : 3.0));
-      std::printf("[pipeline] round %d reference with %d threads: %.1f requests/s, a batch of %d "
-                  "in %.2f ms\n",
-                  round + 1, all, ra.per_s, o_.batch, ra.batch_ms_p50);
+      ARCHI_ASSIGN_OR_RETURN(Reference ra,
+                             MeasureReference(w_, o_.batch, all, o_.quick ? 0.5 : 3.0));
+      std::printf(
+          "[pipeline] round %d reference with %d threads: %.1f requests/s, a batch of %d "
+          "in %.2f ms\n",
+          round + 1, all, ra.per_s, o_.batch, ra.batch_ms_p50);
       ref_all.per_s = std::max(ref_all.per_s, ra.per_s);
-      if (round == 0 || ra.batch_ms_p50 < ref_all.batch_ms_p50) ref_all.batch_ms_p50 = ra.batch_ms_p50;
+      if (round == 0 || ra.batch_ms_p50 < ref_all.batch_ms_p50)
+        ref_all.batch_ms_p50 = ra.batch_ms_p50;
       ref_all_threads = all;
     }
     if (round == 0 || r.per_s > ref.per_s) ref.per_s = r.per_s;
@@ -325,8 +333,8 @@ Status PipelineBench::Sweep(std::string* md) {
                              WritePlan(run_dir_, name, w_, stages, o_.batch, o_.deadline_ms));
       ARCHI_ASSIGN_OR_RETURN(auto cluster, LocalCluster::Start(ClusterOptions(
                                                o_, plan, run_dir_ + "/" + name, replicas)));
-      ARCHI_ASSIGN_OR_RETURN(LoadReport tp, RunClosed(cluster->frontend_address(), w_, o_,
-                                                      row.concurrency, secs));
+      ARCHI_ASSIGN_OR_RETURN(LoadReport tp,
+                             RunClosed(cluster->frontend_address(), w_, o_, row.concurrency, secs));
       ARCHI_ASSIGN_OR_RETURN(LoadReport lat,
                              RunClosed(cluster->frontend_address(), w_, o_, o_.batch, secs));
       row.tp = tp.summary;
@@ -347,7 +355,8 @@ Status PipelineBench::Sweep(std::string* md) {
                              (row.tp.sent - row.tp.ok - row.tp.lost) +
                              (row.lat.sent - row.lat.ok - row.lat.lost);
       if (row.tp.throughput > best.tp.throughput) best.tp = row.tp;
-      if (row.lat.ok > 0 && (best.lat.ok == 0 || row.lat.p50_ms < best.lat.p50_ms)) best.lat = row.lat;
+      if (row.lat.ok > 0 && (best.lat.ok == 0 || row.lat.p50_ms < best.lat.p50_ms))
+        best.lat = row.lat;
       best.lost_all = lost;
       best.errors_all = errors;
     }
@@ -365,8 +374,8 @@ Status PipelineBench::Sweep(std::string* md) {
     if (r.stages == 1) base_p50 = r.lat.p50_ms;
   }
   MarkdownTable t({"stages", "workers per stage", "outstanding", "requests/s", "x in-process",
-                   "p50 ms", "p99 ms", "low-load p50 ms", "low-load p99 ms",
-                   "added vs in-process", "per boundary", "lost", "errors"},
+                   "p50 ms", "p99 ms", "low-load p50 ms", "low-load p99 ms", "added vs in-process",
+                   "per boundary", "lost", "errors"},
                   {true, false, true, true, true, true, true, true, true, true, true, true, true});
   std::string csv =
       "stages,workers_per_stage,concurrency,requests_per_s,ratio_in_process,p50_ms,p99_ms,"
@@ -382,36 +391,40 @@ Status PipelineBench::Sweep(std::string* md) {
               Fmt("%.1f", r.tp.throughput), Fmt("%.2f", r.tp.throughput / ref.per_s),
               Fmt("%.1f", r.tp.p50_ms), Fmt("%.1f", r.tp.p99_ms), Fmt("%.1f", r.lat.p50_ms),
               Fmt("%.1f", r.lat.p99_ms), Fmt("%+.0f%%", added),
-              has_boundary ? Fmt("%+.1f%%", per_boundary) : "-",
-              std::to_string(r.lost_all), std::to_string(errors)});
-    csv += Fmt("%d,%s,%d,%.2f,%.3f,%.2f,%.2f,%.2f,%.2f,%.1f,%.2f,%lld,%lld,%.2f,%.3f,%.2f\n", r.stages,
-               r.layout.c_str(), r.concurrency, r.tp.throughput, r.tp.throughput / ref.per_s,
-               r.tp.p50_ms, r.tp.p99_ms, r.lat.p50_ms, r.lat.p99_ms, added, per_boundary,
-               static_cast<long long>(r.lost_all), static_cast<long long>(errors),
-               ref.per_s, ref.batch_ms_p50, ref_all.per_s);
+              has_boundary ? Fmt("%+.1f%%", per_boundary) : "-", std::to_string(r.lost_all),
+              std::to_string(errors)});
+    csv += Fmt("%d,%s,%d,%.2f,%.3f,%.2f,%.2f,%.2f,%.2f,%.1f,%.2f,%lld,%lld,%.2f,%.3f,%.2f\n",
+               r.stages, r.layout.c_str(), r.concurrency, r.tp.throughput,
+               r.tp.throughput / ref.per_s, r.tp.p50_ms, r.tp.p99_ms, r.lat.p50_ms, r.lat.p99_ms,
+               added, per_boundary, static_cast<long long>(r.lost_all),
+               static_cast<long long>(errors), ref.per_s, ref.batch_ms_p50, ref_all.per_s);
   }
   const MachineInfo mi = GetMachineInfo();
   *md += "### Sweep: stages x replicas vs the whole model in one process\n\n";
   *md += Fmt("- model: %s; max_batch %d, max_wait_ms 5; %d thread per worker; closed loop\n",
              w_.description.c_str(), o_.batch, o_.worker_threads);
-  *md += Fmt("- %d round%s; each cell is its best round (highest requests/s, lowest low-load p50); "
-             "lost and errors count every round\n",
-             rounds, rounds == 1 ? "" : "s");
-  *md += Fmt("- reference (same run, this process, %d thread%s): %.1f requests/s, a batch of %d "
-             "in %.2f ms (p50)\n",
-             o_.worker_threads, o_.worker_threads == 1 ? "" : "s", ref.per_s, o_.batch,
-             ref.batch_ms_p50);
+  *md +=
+      Fmt("- %d round%s; each cell is its best round (highest requests/s, lowest low-load p50); "
+          "lost and errors count every round\n",
+          rounds, rounds == 1 ? "" : "s");
+  *md += Fmt(
+      "- reference (same run, this process, %d thread%s): %.1f requests/s, a batch of %d "
+      "in %.2f ms (p50)\n",
+      o_.worker_threads, o_.worker_threads == 1 ? "" : "s", ref.per_s, o_.batch, ref.batch_ms_p50);
   if (ref_all_threads > 0) {
-    *md += Fmt("- the same process with all %d threads (not the ratio's base; what one process makes "
-               "of every core): %.1f requests/s, a batch of %d in %.2f ms\n",
-               ref_all_threads, ref_all.per_s, o_.batch, ref_all.batch_ms_p50);
+    *md +=
+        Fmt("- the same process with all %d threads (not the ratio's base; what one process makes "
+            "of every core): %.1f requests/s, a batch of %d in %.2f ms\n",
+            ref_all_threads, ref_all.per_s, o_.batch, ref_all.batch_ms_p50);
   }
-  *md += Fmt("- throughput load: 8 x (workers + 1) requests outstanding for %.1f s; low load: %d "
-             "outstanding (one micro-batch in flight) for %.1f s\n",
-             secs, o_.batch, secs);
-  *md += "- added vs in-process: low-load p50 over the in-process batch latency; per boundary: "
-         "(low-load p50 - the 1-stage low-load p50) / (stages - 1), as % of the in-process batch "
-         "latency\n";
+  *md +=
+      Fmt("- throughput load: 8 x (workers + 1) requests outstanding for %.1f s; low load: %d "
+          "outstanding (one micro-batch in flight) for %.1f s\n",
+          secs, o_.batch, secs);
+  *md +=
+      "- added vs in-process: low-load p50 over the in-process batch latency; per boundary: "
+      "(low-load p50 - the 1-stage low-load p50) / (stages - 1), as % of the in-process batch "
+      "latency\n";
   *md += Fmt("- machine: %s; load average %s\n\n", DescribeMachine(mi).c_str(),
              LoadAverage1().c_str());
   *md += t.ToString() + "\n";
@@ -420,31 +433,31 @@ Status PipelineBench::Sweep(std::string* md) {
   ARCHI_RETURN_IF_ERROR(WriteFile(o_.out_dir + "/pipeline_sweep.csv", csv));
   std::string term = GnuplotPngTerminal();
   if (term.empty()) term = "png";
-  const std::string gp = Fmt(
-      "# Generated by archi-bench pipeline; regenerate with: gnuplot pipeline_sweep.gp\n"
-      "set terminal %s size 900,520\n"
-      "set output 'pipeline_sweep.png'\n"
-      "set datafile separator ','\n"
-      "set style data histograms\n"
-      "set style fill solid 0.8 border -1\n"
-      "set boxwidth 0.7\n"
-      "set grid ytics\n"
-      "set key top right\n"
-      "set yrange [0:*]\n"
-      "set xlabel 'workers per stage'\n"
-      "set ylabel 'requests/s'\n"
-      "set title \"archi-bench pipeline sweep (%s, nproc=%d)\" noenhanced\n"
-      "plot 'pipeline_sweep.csv' every ::1 using 4:xtic(2) title 'pipeline (closed loop)', \\\n"
-      "     '' every ::1 using 14 with lines lw 2 lc rgb 'red' title 'whole model in one "
-      "process, %d thread%s'%s\n",
-      term.c_str(), mi.cpu_model.c_str(), mi.nproc, o_.worker_threads,
-      o_.worker_threads == 1 ? "" : "s",
-      ref_all_threads > 0
-          ? Fmt(", \\\n     '' every ::1 using 16 with lines lw 2 dt 2 lc rgb 'black' title "
-                "'whole model in one process, %d threads'",
-                ref_all_threads)
-                .c_str()
-          : "");
+  const std::string gp =
+      Fmt("# Generated by archi-bench pipeline; regenerate with: gnuplot pipeline_sweep.gp\n"
+          "set terminal %s size 900,520\n"
+          "set output 'pipeline_sweep.png'\n"
+          "set datafile separator ','\n"
+          "set style data histograms\n"
+          "set style fill solid 0.8 border -1\n"
+          "set boxwidth 0.7\n"
+          "set grid ytics\n"
+          "set key top right\n"
+          "set yrange [0:*]\n"
+          "set xlabel 'workers per stage'\n"
+          "set ylabel 'requests/s'\n"
+          "set title \"archi-bench pipeline sweep (%s, nproc=%d)\" noenhanced\n"
+          "plot 'pipeline_sweep.csv' every ::1 using 4:xtic(2) title 'pipeline (closed loop)', \\\n"
+          "     '' every ::1 using 14 with lines lw 2 lc rgb 'red' title 'whole model in one "
+          "process, %d thread%s'%s\n",
+          term.c_str(), mi.cpu_model.c_str(), mi.nproc, o_.worker_threads,
+          o_.worker_threads == 1 ? "" : "s",
+          ref_all_threads > 0
+              ? Fmt(", \\\n     '' every ::1 using 16 with lines lw 2 dt 2 lc rgb 'black' title "
+                    "'whole model in one process, %d threads'",
+                    ref_all_threads)
+                    .c_str()
+              : "");
   if (WriteFile(o_.out_dir + "/pipeline_sweep.gp", gp).ok()) {
     if (Status s = RunGnuplot(o_.out_dir + "/pipeline_sweep.gp"); !s.ok()) {
       std::fprintf(stderr, "archi-bench pipeline: %s\n", s.ToString().c_str());
@@ -466,29 +479,37 @@ Status PipelineBench::Timeline(bool live, std::string* md, bool* lost_any) {
   const std::vector<int> replicas = {1, 2, 1};
   const int concurrency = o_.batch * 5;
   const std::string name = live ? "demo" : "timeline";
-  ARCHI_ASSIGN_OR_RETURN(std::string plan, WritePlan(run_dir_, name, w_, 3, o_.batch, o_.deadline_ms));
-  std::printf("[pipeline] %s: starting archi-frontend and 4 workers (3 stages, layers %s; 2 "
-              "replicas of stage 1)...\n",
-              name.c_str(),
-              [&] {
-                std::string s;
-                for (auto [b, e] : SplitLayers(w_.num_layers, 3)) s += Fmt("%s[%lld,%lld)", s.empty() ? "" : " ", static_cast<long long>(b), static_cast<long long>(e));
-                return s;
-              }().c_str());
+  ARCHI_ASSIGN_OR_RETURN(std::string plan,
+                         WritePlan(run_dir_, name, w_, 3, o_.batch, o_.deadline_ms));
+  std::printf(
+      "[pipeline] %s: starting archi-frontend and 4 workers (3 stages, layers %s; 2 "
+      "replicas of stage 1)...\n",
+      name.c_str(),
+      [&] {
+        std::string s;
+        for (auto [b, e] : SplitLayers(w_.num_layers, 3))
+          s += Fmt("%s[%lld,%lld)", s.empty() ? "" : " ", static_cast<long long>(b),
+                   static_cast<long long>(e));
+        return s;
+      }()
+          .c_str());
   std::fflush(stdout);
   const auto start_t = Clock::now();
-  ARCHI_ASSIGN_OR_RETURN(auto cluster,
-                         LocalCluster::Start(ClusterOptions(o_, plan, run_dir_ + "/" + name, replicas)));
+  ARCHI_ASSIGN_OR_RETURN(
+      auto cluster, LocalCluster::Start(ClusterOptions(o_, plan, run_dir_ + "/" + name, replicas)));
   std::printf("[pipeline] serving in %.0f ms: frontend %s (store %s), workers %s\n",
               MsSince(start_t), cluster->frontend_address().c_str(),
-              cluster->store_address().c_str(), [&] {
+              cluster->store_address().c_str(),
+              [&] {
                 std::string s;
                 for (const auto& id : cluster->worker_ids()) s += (s.empty() ? "" : " ") + id;
                 return s;
-              }().c_str());
-  std::printf("[pipeline] closed-loop load, %d outstanding, %.1f s; kill -9 s1-r0 at %.1f s, "
-              "new stage-1 replica at %.1f s\n",
-              concurrency, T, T / 3, 2 * T / 3);
+              }()
+                  .c_str());
+  std::printf(
+      "[pipeline] closed-loop load, %d outstanding, %.1f s; kill -9 s1-r0 at %.1f s, "
+      "new stage-1 replica at %.1f s\n",
+      concurrency, T, T / 3, 2 * T / 3);
   std::fflush(stdout);
 
   LoadOptions l = BaseLoad(cluster->frontend_address(), w_, o_);
@@ -547,8 +568,8 @@ Status PipelineBench::Timeline(bool live, std::string* md, bool* lost_any) {
         const harness::MemberInfo* m = st->Find(added_id);
         if (m != nullptr && m->state == "ready") {
           ready_ms = elapsed_ms();
-          events += Fmt("  << %s ready (%.0f ms after its start)", added_id.c_str(),
-                        ready_ms - add_ms);
+          events +=
+              Fmt("  << %s ready (%.0f ms after its start)", added_id.c_str(), ready_ms - add_ms);
         }
       }
       if (harness::Process* p = cluster->process(added_id); p != nullptr) {
@@ -620,34 +641,40 @@ Status PipelineBench::Timeline(bool live, std::string* md, bool* lost_any) {
   std::string sum;
   sum += Fmt("- requests: %lld sent, %lld OK, lost %lld; by code:", static_cast<long long>(s.sent),
              static_cast<long long>(s.ok), static_cast<long long>(s.lost));
-  for (const auto& [code, n] : s.by_code) sum += Fmt(" %s=%lld", code.c_str(), static_cast<long long>(n));
-  sum += Fmt("\n- latency (OK requests): p50 %.1f ms, p90 %.1f ms, p99 %.1f ms, max %.1f ms; "
-             "%lld answered after a re-send\n",
-             s.p50_ms, s.p90_ms, s.p99_ms, s.max_ms, static_cast<long long>(s.resent));
-  sum += Fmt("- throughput: %.1f requests/s overall; steady levels (median of 100 ms bins): "
-             "%.0f/s before the kill, %.0f/s after it (one stage-1 replica), %.0f/s with the new "
-             "replica\n",
-             s.throughput, pre, post, after);
-  sum += Fmt("- kill -9 %s at %.2f s: lowest 100 ms bin before the new replica %.0f/s; recovery "
-             "(kill to the first bin back at >= 90%% of the post-failure level): %s\n",
-             victim.c_str(), kill_ms / 1000, min_after_kill >= 1e17 ? 0.0 : min_after_kill,
-             recovery_ms < 0 ? "not reached" : Fmt("%.0f ms", recovery_ms).c_str());
+  for (const auto& [code, n] : s.by_code)
+    sum += Fmt(" %s=%lld", code.c_str(), static_cast<long long>(n));
+  sum +=
+      Fmt("\n- latency (OK requests): p50 %.1f ms, p90 %.1f ms, p99 %.1f ms, max %.1f ms; "
+          "%lld answered after a re-send\n",
+          s.p50_ms, s.p90_ms, s.p99_ms, s.max_ms, static_cast<long long>(s.resent));
+  sum +=
+      Fmt("- throughput: %.1f requests/s overall; steady levels (median of 100 ms bins): "
+          "%.0f/s before the kill, %.0f/s after it (one stage-1 replica), %.0f/s with the new "
+          "replica\n",
+          s.throughput, pre, post, after);
+  sum +=
+      Fmt("- kill -9 %s at %.2f s: lowest 100 ms bin before the new replica %.0f/s; recovery "
+          "(kill to the first bin back at >= 90%% of the post-failure level): %s\n",
+          victim.c_str(), kill_ms / 1000, min_after_kill >= 1e17 ? 0.0 : min_after_kill,
+          recovery_ms < 0 ? "not reached" : Fmt("%.0f ms", recovery_ms).c_str());
   sum += Fmt("- frontend marked %s gone: %s\n", victim.c_str(),
-             gone_ms < 0 ? "not seen during the run" : Fmt("%.0f ms after the kill", gone_ms - kill_ms).c_str());
+             gone_ms < 0 ? "not seen during the run"
+                         : Fmt("%.0f ms after the kill", gone_ms - kill_ms).c_str());
   sum += Fmt("- new replica %s started at %.2f s, ready %s\n", added_id.c_str(), add_ms / 1000,
              ready_ms < 0 ? "never" : Fmt("%.0f ms later", ready_ms - add_ms).c_str());
   if (final_status.ok()) {
-    sum += Fmt("- frontend counters: admitted %llu, completed %llu, failed %llu, "
-               "deadline_exceeded %llu, rejected %llu, resent_batches %llu, duplicates_dropped "
-               "%llu, pending %llu\n",
-               static_cast<unsigned long long>(final_status->admitted),
-               static_cast<unsigned long long>(final_status->completed),
-               static_cast<unsigned long long>(final_status->failed),
-               static_cast<unsigned long long>(final_status->deadline_exceeded),
-               static_cast<unsigned long long>(final_status->rejected),
-               static_cast<unsigned long long>(final_status->resent_batches),
-               static_cast<unsigned long long>(final_status->duplicates_dropped),
-               static_cast<unsigned long long>(final_status->pending));
+    sum +=
+        Fmt("- frontend counters: admitted %llu, completed %llu, failed %llu, "
+            "deadline_exceeded %llu, rejected %llu, resent_batches %llu, duplicates_dropped "
+            "%llu, pending %llu\n",
+            static_cast<unsigned long long>(final_status->admitted),
+            static_cast<unsigned long long>(final_status->completed),
+            static_cast<unsigned long long>(final_status->failed),
+            static_cast<unsigned long long>(final_status->deadline_exceeded),
+            static_cast<unsigned long long>(final_status->rejected),
+            static_cast<unsigned long long>(final_status->resent_batches),
+            static_cast<unsigned long long>(final_status->duplicates_dropped),
+            static_cast<unsigned long long>(final_status->pending));
   }
   sum += "- process exits after SIGTERM: " + exits_s + "\n";
 
@@ -657,10 +684,11 @@ Status PipelineBench::Timeline(bool live, std::string* md, bool* lost_any) {
   if (!live) {
     const MachineInfo mi = GetMachineInfo();
     *md += "### Timeline: kill -9 a middle replica, then add one\n\n";
-    *md += Fmt("- model: %s; 3 stages, workers per stage 1-2-1; closed loop, %d outstanding, "
-               "%.1f s; machine: %s; load average %s\n",
-               w_.description.c_str(), concurrency, T, DescribeMachine(mi).c_str(),
-               LoadAverage1().c_str());
+    *md +=
+        Fmt("- model: %s; 3 stages, workers per stage 1-2-1; closed loop, %d outstanding, "
+            "%.1f s; machine: %s; load average %s\n",
+            w_.description.c_str(), concurrency, T, DescribeMachine(mi).c_str(),
+            LoadAverage1().c_str());
     *md += sum + "\n![pipeline timeline](pipeline_timeline.png)\n\n";
     ARCHI_RETURN_IF_ERROR(WriteFile(o_.out_dir + "/pipeline_timeline.csv", rep.TimelineCsv(100)));
     ARCHI_RETURN_IF_ERROR(WriteFile(o_.out_dir + "/pipeline_requests.csv", rep.RecordsCsv()));
@@ -669,9 +697,10 @@ Status PipelineBench::Timeline(bool live, std::string* md, bool* lost_any) {
     std::string arrows;
     auto vline = [&](double ms, const std::string& label, const char* color, double y) {
       if (ms < 0) return;
-      arrows += Fmt("set arrow from %.3f, graph 0 to %.3f, graph 1 nohead lw 2 dt 2 lc rgb '%s'\n"
-                    "set label \"%s\" at %.3f, graph %.2f offset 0.5,0 tc rgb '%s' noenhanced\n",
-                    ms / 1000, ms / 1000, color, label.c_str(), ms / 1000, y, color);
+      arrows +=
+          Fmt("set arrow from %.3f, graph 0 to %.3f, graph 1 nohead lw 2 dt 2 lc rgb '%s'\n"
+              "set label \"%s\" at %.3f, graph %.2f offset 0.5,0 tc rgb '%s' noenhanced\n",
+              ms / 1000, ms / 1000, color, label.c_str(), ms / 1000, y, color);
     };
     vline(kill_ms, "kill -9 " + victim, "red", 0.96);
     vline(add_ms, "start " + added_id, "dark-green", 0.96);
@@ -691,7 +720,8 @@ Status PipelineBench::Timeline(bool live, std::string* md, bool* lost_any) {
         "%s"
         "plot 'pipeline_timeline.csv' every ::1 using 1:4 with steps lw 2 lc rgb "
         "'#1f77b4' title 'OK answers/s', \\\n"
-        "     '' every ::1 using ($1+0.05):($3*10) with impulses lw 3 lc rgb 'red' title 'errors/s'\n",
+        "     '' every ::1 using ($1+0.05):($3*10) with impulses lw 3 lc rgb 'red' title "
+        "'errors/s'\n",
         term.c_str(), mi.cpu_model.c_str(), mi.nproc, arrows.c_str());
     if (WriteFile(o_.out_dir + "/pipeline_timeline.gp", gp).ok()) {
       if (Status st = RunGnuplot(o_.out_dir + "/pipeline_timeline.gp"); !st.ok()) {
@@ -764,8 +794,8 @@ int RunPipeline(PipelineOptions o) {
     rc = 1;
   }
   if (!bench.processes_clean() && !demo) {
-    std::fprintf(stderr,
-                 "archi-bench pipeline: a process did not exit 0 after SIGTERM (see the summary)\n");
+    std::fprintf(
+        stderr, "archi-bench pipeline: a process did not exit 0 after SIGTERM (see the summary)\n");
     rc = rc ? rc : 3;
   }
   if (rc == 0 && !o.keep_logs) {

@@ -26,19 +26,19 @@ namespace archi::bench {
 
 struct PipelineOptions {
   std::string out_dir = "docs/bench";
-  std::string scenario = "all";  // sweep | timeline | all | demo
-  std::string model_dir;         // empty: the real model if present, else a generated one
-  bool gen_model = false;        // force a generated model (no tokenizer: token-id requests)
-  double duration_s = 0;         // 0: per scenario (sweep 4 s per load, timeline/demo 15 s)
-  bool quick = false;            // smoke run: small sweep, short loads
-  int rounds = 0;                 // sweep rounds, best kept per cell (0: 2, --quick 1)
-  int batch = 8;                 // plan max_batch and the low-load concurrency
-  int worker_threads = 1;        // archi-worker --threads (and the reference's threads)
-  int64_t deadline_ms = 10'000;  // per request
-  std::string frontend_bin;      // empty: the build's archi-frontend
-  std::string worker_bin;        // empty: the build's archi-worker
+  std::string scenario = "all";    // sweep | timeline | all | demo
+  std::string model_dir;           // empty: the real model if present, else a generated one
+  bool gen_model = false;          // force a generated model (no tokenizer: token-id requests)
+  double duration_s = 0;           // 0: per scenario (sweep 4 s per load, timeline/demo 15 s)
+  bool quick = false;              // smoke run: small sweep, short loads
+  int rounds = 0;                  // sweep rounds, best kept per cell (0: 2, --quick 1)
+  int batch = 8;                   // plan max_batch and the low-load concurrency
+  int worker_threads = 1;          // archi-worker --threads (and the reference's threads)
+  int64_t deadline_ms = 10'000;    // per request
+  std::string frontend_bin;        // empty: the build's archi-frontend
+  std::string worker_bin;          // empty: the build's archi-worker
   std::string log_level = "warn";  // ARCHI_LOG_LEVEL of the spawned processes
-  bool keep_logs = false;        // keep the run directory (process logs, plans)
+  bool keep_logs = false;          // keep the run directory (process logs, plans)
   std::vector<std::string> command;
 };
 

@@ -24,8 +24,8 @@ class ProcessTest : public ::testing::Test {
   }
   void TearDown() override { std::filesystem::remove_all(dir_); }
   std::unique_ptr<Process> Sh(const std::string& script) {
-    auto p = Process::Spawn(
-        {.binary = "/bin/sh", .args = {"-c", script}, .log_path = dir_ + "/sh.log"});
+    auto p =
+        Process::Spawn({.binary = "/bin/sh", .args = {"-c", script}, .log_path = dir_ + "/sh.log"});
     EXPECT_TRUE(p.ok()) << p.status();
     return p.ok() ? std::move(*p) : nullptr;
   }
