@@ -8,7 +8,7 @@ PACKAGES=(
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libgloo-dev libopenmpi-dev openmpi-bin
   libspdlog-dev libcli11-dev libgtest-dev libgmock-dev libbenchmark-dev
-  nlohmann-json3-dev libyaml-cpp-dev
+  nlohmann-json3-dev libyaml-cpp-dev prometheus-cpp-dev
   libopenblas-dev libdnnl-dev libutf8proc-dev clang-14 libclang-rt-14-dev
   gnuplot-nox procps iproute2 python3-venv
 )

@@ -59,6 +59,7 @@ void StageWorker::ComputeLoop(std::stop_token st) {
       // Every request of it has been answered DEADLINE_EXCEEDED by the frontend already.
       std::lock_guard lock(mu_);
       ++expired_;
+      m_.expired.Increment();
     } else if (in.kind != want || in.stage != options_.stage) {
       ARCHI_LOG_ERROR(
           "worker {}: micro-batch {} is a {} for stage {}; this stage takes {} (dropped)",
@@ -68,12 +69,16 @@ void StageWorker::ComputeLoop(std::stop_token st) {
       Result<Tensor> out = lengths.status();
       if (lengths.ok()) {
         std::copy(in.lengths.begin(), in.lengths.end(), lengths->data_as<int32_t>());
+        const auto t0 = std::chrono::steady_clock::now();
         out = model_->Run(in.payload, *lengths);
+        m_.compute_seconds.Observe(
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
       }
       if (options_.extra_compute_ms > 0) {
         std::this_thread::sleep_for(std::chrono::milliseconds(options_.extra_compute_ms));
       }
       if (!out.ok()) {
+        m_.failed.Increment();
         ARCHI_LOG_ERROR("worker {}: micro-batch {} failed: {} (dropped)", options_.id, in.batch_id,
                         out.status().ToString());
       } else {
@@ -88,6 +93,7 @@ void StageWorker::ComputeLoop(std::stop_token st) {
         next.payload = std::move(*out);
         node_->Forward(std::move(next), std::move(item.second));
         forwarded = true;
+        m_.batches.Increment();
       }
     }
     if (!forwarded) node_->Ack(item.second);
@@ -97,8 +103,55 @@ void StageWorker::ComputeLoop(std::stop_token st) {
   }
 }
 
+void StageWorker::InitMetrics() {
+  const Labels l = {{"pipeline", options_.pipeline},
+                    {"stage", std::to_string(options_.stage)},
+                    {"member", options_.id}};
+  Metrics& m = *metrics_;
+  m_.batches =
+      m.AddCounter("archi_worker_batches_total", "micro-batches computed and forwarded", l);
+  m_.expired = m.AddCounter("archi_worker_expired_batches_total",
+                            "micro-batches dropped because every request was past its deadline", l);
+  m_.failed = m.AddCounter("archi_worker_failed_batches_total",
+                           "micro-batches whose compute failed or that did not fit the stage", l);
+  m_.resent = m.AddCounter("archi_node_resent_batches_total",
+                           "micro-batches re-sent after a downstream link broke", l);
+  m_.links_broken = m.AddCounter("archi_node_links_broken_total",
+                                 "links to neighbours that broke without a drain", l);
+  m_.compute_seconds =
+      m.AddHistogram("archi_worker_compute_seconds", "compute time of one micro-batch",
+                     Metrics::LatencyBuckets(), l);
+  m_.queue_depth = m.AddGauge("archi_worker_queue_depth", "micro-batches waiting for compute", l);
+  m_.inflight = m.AddGauge("archi_node_inflight_batches",
+                           "micro-batches sent downstream and not yet acknowledged", l);
+  m_.pending = m.AddGauge("archi_node_pending_batches",
+                          "micro-batches waiting for a downstream link with credit", l);
+  m_.links = m.AddGauge("archi_node_links", "links to neighbours that are up", l);
+}
+
+void StageWorker::UpdateMetrics() {
+  const NodeStats s = node_->stats();
+  m_.inflight.Set(static_cast<double>(s.inflight));
+  m_.pending.Set(static_cast<double>(s.pending));
+  m_.links.Set(static_cast<double>(node_->links().size()));
+  if (s.batches_resent > last_stats_.batches_resent) {
+    m_.resent.Increment(static_cast<double>(s.batches_resent - last_stats_.batches_resent));
+  }
+  if (s.links_broken > last_stats_.links_broken) {
+    m_.links_broken.Increment(static_cast<double>(s.links_broken - last_stats_.links_broken));
+  }
+  last_stats_ = s;
+  std::lock_guard lock(mu_);
+  m_.queue_depth.Set(static_cast<double>(queue_.size()));
+}
+
 Status StageWorker::Run() {
   ARCHI_RETURN_IF_ERROR(ValidateMemberId(options_.id));
+  if (!options_.metrics_listen.empty()) {
+    ARCHI_ASSIGN_OR_RETURN(metrics_, Metrics::Serve(options_.metrics_listen));
+    ARCHI_LOG_INFO("worker {}: metrics on http://{}/metrics", options_.id, metrics_->address());
+  }
+  InitMetrics();
   ARCHI_ASSIGN_OR_RETURN(auto store,
                          StoreClient::Connect(options_.store_address, Deadline::AfterMs(10'000)));
   const std::string plan_key = PlanKey(options_.pipeline);
@@ -138,6 +191,7 @@ Status StageWorker::Run() {
   bool ready_written = false;
   Status result = Status::Ok();
   bool drain_begun = false;
+  uint64_t ticks = 0;
   while (true) {
     if (stop_requested_) break;
     if (node_->fenced()) {
@@ -175,7 +229,8 @@ Status StageWorker::Run() {
           nlohmann::json j = {{"id", options_.id},
                               {"pid", getpid()},
                               {"stage", options_.stage},
-                              {"ready_unix_ms", m->ready_unix_ms}};
+                              {"ready_unix_ms", m->ready_unix_ms},
+                              {"metrics", metrics_->address()}};
           const std::string tmp = options_.ready_file + ".tmp";
           {
             std::ofstream f(tmp);
@@ -189,6 +244,7 @@ Status StageWorker::Run() {
         }
       }
     }
+    if (++ticks % 10 == 0) UpdateMetrics();
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
   compute.request_stop();

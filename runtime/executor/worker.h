@@ -17,6 +17,7 @@
 #include <string>
 
 #include "runtime/core/status.h"
+#include "runtime/executor/metrics.h"
 #include "runtime/executor/node.h"
 #include "runtime/executor/plan.h"
 #include "runtime/executor/stage_model.h"
@@ -32,6 +33,7 @@ struct WorkerOptions {
   int64_t extra_compute_ms = 0;   // test/benchmark knob: added to every micro-batch's compute
   int64_t plan_wait_ms = 30'000;  // how long to wait for the frontend to publish the plan
   std::string ready_file;         // written (JSON) once the worker is ready
+  std::string metrics_listen;     // host:port of /metrics (Prometheus); empty: no metrics server
 };
 
 class StageWorker {
@@ -53,6 +55,15 @@ class StageWorker {
   PipelinePlan plan_;
   std::unique_ptr<StageModel> model_;
   std::unique_ptr<PipelineNode> node_;
+  std::unique_ptr<Metrics> metrics_ = Metrics::Disabled();
+  struct {
+    Counter batches, expired, failed, resent, links_broken;
+    Histogram compute_seconds;
+    Gauge queue_depth, inflight, pending, links;
+  } m_;
+  NodeStats last_stats_;
+  void InitMetrics();
+  void UpdateMetrics();
 
   std::mutex mu_;
   std::condition_variable cv_;

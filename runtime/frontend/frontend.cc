@@ -16,6 +16,7 @@
 
 #include "proto/inference.grpc.pb.h"
 #include "runtime/core/logging.h"
+#include "runtime/executor/metrics.h"
 #include "runtime/executor/node.h"
 #include "runtime/executor/plan.h"
 #include "runtime/executor/wire.h"
@@ -82,6 +83,18 @@ struct Frontend::Impl {
            duplicates = 0;
   std::jthread batcher, deadline_thread;
 
+  // Prometheus (a disabled Metrics when --metrics-listen is not given).
+  std::unique_ptr<ex::Metrics> metrics = ex::Metrics::Disabled();
+  std::map<grpc::StatusCode, ex::Counter> requests_by_code;  // built in Init, read-only after
+  ex::Histogram latency_seconds, queue_seconds, batch_size;
+  ex::Gauge pending_gauge;
+  ex::Counter duplicates_counter, batches_counter;
+  void Count(grpc::StatusCode code) {
+    auto it = requests_by_code.find(code);
+    if (it != requests_by_code.end()) it->second.Increment();
+  }
+  void InitMetrics();
+
   using Finish = std::pair<grpc::ServerUnaryReactor*, grpc::Status>;
 
   static void FinishAll(std::vector<Finish>& done) {
@@ -133,7 +146,39 @@ class AdminImpl final : public pb::Admin::CallbackService {
   Frontend::Impl* f_;
 };
 
+void Frontend::Impl::InitMetrics() {
+  const ex::Labels l = {{"pipeline", plan.name}};
+  for (auto [code, name] : std::initializer_list<std::pair<grpc::StatusCode, const char*>>{
+           {grpc::StatusCode::OK, "OK"},
+           {grpc::StatusCode::INVALID_ARGUMENT, "INVALID_ARGUMENT"},
+           {grpc::StatusCode::DEADLINE_EXCEEDED, "DEADLINE_EXCEEDED"},
+           {grpc::StatusCode::RESOURCE_EXHAUSTED, "RESOURCE_EXHAUSTED"},
+           {grpc::StatusCode::UNAVAILABLE, "UNAVAILABLE"}}) {
+    ex::Labels lc = l;
+    lc["code"] = name;
+    requests_by_code[code] =
+        metrics->AddCounter("archi_frontend_requests_total", "requests answered, by gRPC code", lc);
+  }
+  latency_seconds =
+      metrics->AddHistogram("archi_frontend_request_seconds", "admission to answer of OK requests",
+                            ex::Metrics::LatencyBuckets(), l);
+  queue_seconds =
+      metrics->AddHistogram("archi_frontend_queue_seconds", "admission to micro-batch dispatch",
+                            ex::Metrics::LatencyBuckets(), l);
+  batch_size = metrics->AddHistogram("archi_frontend_batch_size", "requests per micro-batch",
+                                     {1, 2, 4, 8, 16, 32, 64}, l);
+  pending_gauge =
+      metrics->AddGauge("archi_frontend_pending_requests", "admitted requests not yet answered", l);
+  duplicates_counter = metrics->AddCounter("archi_frontend_duplicates_dropped_total",
+                                           "late copies of answered requests dropped", l);
+  batches_counter =
+      metrics->AddCounter("archi_frontend_batches_total", "micro-batches sent into stage 0", l);
+}
+
 Status Frontend::Impl::Init() {
+  if (!options.metrics_listen.empty()) {
+    ARCHI_ASSIGN_OR_RETURN(metrics, ex::Metrics::Serve(options.metrics_listen));
+  }
   ARCHI_ASSIGN_OR_RETURN(plan, ex::PipelinePlan::FromYamlFile(options.plan_path));
   // Workers may run from another directory: publish an absolute model path.
   plan.model_dir = std::filesystem::absolute(plan.model_dir).lexically_normal().string();
@@ -144,6 +189,7 @@ Status Frontend::Impl::Init() {
   }
   ARCHI_ASSIGN_OR_RETURN(config, model::ModelConfig::FromJson(ReadFile(cfg_path)));
   ARCHI_RETURN_IF_ERROR(plan.Validate(config));
+  InitMetrics();
   const std::string vocab = plan.model_dir + "/vocab.txt";
   if (std::filesystem::exists(vocab)) {
     model::WordPieceTokenizer::Options to;
@@ -256,6 +302,7 @@ grpc::ServerUnaryReactor* Frontend::Impl::Embed(grpc::CallbackServerContext* ctx
       std::lock_guard lock(mu);
       ++rejected;
     }
+    Count(static_cast<grpc::StatusCode>(ids.status().code()));
     reactor->Finish(ToGrpc(ids.status()));
     return reactor;
   }
@@ -271,12 +318,14 @@ grpc::ServerUnaryReactor* Frontend::Impl::Embed(grpc::CallbackServerContext* ctx
       std::lock_guard lock(mu);
       ++deadline_exceeded;
     }
+    Count(grpc::StatusCode::DEADLINE_EXCEEDED);
     reactor->Finish(grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED, "deadline already passed"));
     return reactor;
   }
   {
     std::lock_guard lock(mu);
     if (stopping) {
+      Count(grpc::StatusCode::UNAVAILABLE);
       reactor->Finish(grpc::Status(grpc::StatusCode::UNAVAILABLE, "frontend is shutting down"));
       return reactor;
     }
@@ -301,6 +350,7 @@ grpc::ServerUnaryReactor* Frontend::Impl::Embed(grpc::CallbackServerContext* ctx
     queue.push_back(id);
     deadlines.emplace(deadline, id);
     ++admitted;
+    pending_gauge.Set(static_cast<double>(pending.size()));
   }
   batch_cv.notify_one();
   deadline_cv.notify_one();
@@ -352,6 +402,7 @@ void Frontend::Impl::BatchLoop(std::stop_token st) {
         batch.lengths.push_back(static_cast<int32_t>(p.ids.size()));
         p.dispatched = now;
         p.is_dispatched = true;
+        queue_seconds.Observe(std::chrono::duration<double>(now - p.admitted).count());
       }
       batch.batch_id = next_batch_id++;
       batch.attempt = 1;
@@ -359,6 +410,8 @@ void Frontend::Impl::BatchLoop(std::stop_token st) {
       batch.deadline_unix_ms = deadline;
       batch.kind = ex::PayloadKind::kTokenIds;
       batch.payload = std::move(*ids);
+      batch_size.Observe(static_cast<double>(b));
+      batches_counter.Increment();
     }
     node->Forward(std::move(batch), ex::Origin{});
   }
@@ -388,6 +441,8 @@ void Frontend::Impl::DeadlineLoop(std::stop_token st) {
                                                    : "deadline exceeded while queued for a batch"));
         pending.erase(it);
         ++deadline_exceeded;
+        Count(grpc::StatusCode::DEADLINE_EXCEEDED);
+        pending_gauge.Set(static_cast<double>(pending.size()));
       }
     }
     FinishAll(done);
@@ -412,6 +467,7 @@ void Frontend::Impl::OnResult(ex::Batch&& batch, ex::Origin origin) {
       auto it = pending.find(batch.request_ids[i]);
       if (it == pending.end()) {
         ++duplicates;  // answered already (an earlier copy, or its deadline)
+        duplicates_counter.Increment();
         continue;
       }
       Pending& p = it->second;
@@ -422,9 +478,12 @@ void Frontend::Impl::OnResult(ex::Batch&& batch, ex::Origin origin) {
           std::chrono::duration<double, std::milli>(p.dispatched - p.admitted).count());
       p.response->set_total_ms(std::chrono::duration<double, std::milli>(now - p.admitted).count());
       done.emplace_back(p.reactor, grpc::Status::OK);
+      latency_seconds.Observe(std::chrono::duration<double>(now - p.admitted).count());
+      Count(grpc::StatusCode::OK);
       pending.erase(it);
       ++completed;
     }
+    pending_gauge.Set(static_cast<double>(pending.size()));
   }
   FinishAll(done);
   node->Ack(origin);
@@ -512,6 +571,7 @@ void Frontend::Impl::Shutdown() {
     if (stopping) return;
     stopping = true;
     for (auto& [id, p] : pending) {
+      Count(grpc::StatusCode::UNAVAILABLE);
       done.emplace_back(p.reactor,
                         grpc::Status(grpc::StatusCode::UNAVAILABLE, "frontend is shutting down"));
     }
@@ -550,6 +610,7 @@ std::string Frontend::store_address() const {
   return impl_->store_server ? impl_->store_server->address() : impl_->options.store_address;
 }
 std::string Frontend::pipeline() const { return impl_->plan.name; }
+std::string Frontend::metrics_address() const { return impl_->metrics->address(); }
 void Frontend::Shutdown() { impl_->Shutdown(); }
 
 }  // namespace archi::frontend

@@ -25,6 +25,7 @@ struct FrontendOptions {
   std::string store_listen = "127.0.0.1:0";  // embedded rendezvous store
   std::string store_address;                 // use an external store instead (host:port)
   int threads = 0;                           // kernel threads (unused by the frontend itself)
+  std::string metrics_listen;                // host:port of /metrics (Prometheus); empty: off
 };
 
 class Frontend {
@@ -35,6 +36,7 @@ class Frontend {
   std::string address() const;        // bound gRPC address
   std::string store_address() const;  // the store workers should use
   std::string pipeline() const;
+  std::string metrics_address() const;  // empty when metrics are off
   // Stops intake, answers everything pending with UNAVAILABLE, leaves the pipeline.
   void Shutdown();
 

@@ -18,6 +18,7 @@
 #include <filesystem>
 #include <fstream>
 #include <random>
+#include <sstream>
 #include <thread>
 
 #include "bench/harness/load_generator.h"
@@ -434,6 +435,90 @@ TEST_F(PipelineTest, WorkersSurviveAFrontendRestart) {
     EXPECT_FALSE(p->WaitExit(Deadline::AfterMs(1)).ok()) << id << " should still be running";
   }
   (*fe2)->Signal(SIGTERM).IgnoreError();
+}
+
+// GET http://addr/path over a plain socket (the test's own tiny client). "" on failure.
+std::string HttpGet(const std::string& addr, const std::string& path) {
+  const auto colon = addr.rfind(':');
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  a.sin_port = htons(static_cast<uint16_t>(std::stoi(addr.substr(colon + 1))));
+  timeval tv{5, 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  if (connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0) {
+    close(fd);
+    return "";
+  }
+  const std::string req = "GET " + path + " HTTP/1.0\r\nHost: " + addr + "\r\n\r\n";
+  if (write(fd, req.data(), req.size()) != static_cast<ssize_t>(req.size())) {
+    close(fd);
+    return "";
+  }
+  std::string out;
+  char buf[4096];
+  ssize_t n;
+  while ((n = read(fd, buf, sizeof(buf))) > 0) out.append(buf, static_cast<size_t>(n));
+  close(fd);
+  return out;
+}
+
+// The value of the first sample of `name` whose labels contain every `label` ("k=\"v\"").
+double Sample(const std::string& text, const std::string& name,
+              const std::vector<std::string>& labels) {
+  std::istringstream in(text);
+  std::string line;
+  while (std::getline(in, line)) {
+    if (!line.starts_with(name + "{") && !line.starts_with(name + " ")) continue;
+    bool all = true;
+    for (const auto& l : labels) all = all && line.find(l) != std::string::npos;
+    if (all) return std::stod(line.substr(line.rfind(' ') + 1));
+  }
+  return -1;
+}
+
+// Prometheus /metrics of the frontend and of a worker count what happened.
+TEST_F(PipelineTest, MetricsCountRequests) {
+  const fs::path dir = *root_ / "metrics";
+  fs::create_directories(dir);
+  std::ofstream plan(dir / "plan.yaml");
+  plan << "pipeline: metrics\nmodel: " << (*root_ / "model").string()
+       << "\nstages:\n  - layers: [0, 3]\n  - layers: [3, 6]\n";
+  plan.close();
+  LocalClusterOptions o;
+  o.plan_path = (dir / "plan.yaml").string();
+  o.work_dir = dir.string();
+  o.replicas = {1, 1};
+  o.extra_frontend_args = {"--metrics-listen", "127.0.0.1:0"};
+  o.extra_worker_args = {"--metrics-listen", "127.0.0.1:0"};
+  auto c = LocalCluster::Start(o);
+  ASSERT_TRUE(c.ok()) << c.status();
+  pb::EmbedRequest req;
+  for (int i = 1; i <= 7; ++i) req.mutable_ids()->add_ids(i);
+  for (int i = 0; i < 5; ++i) {
+    pb::EmbedResponse resp;
+    ASSERT_TRUE(Embed(**c, req, &resp).ok());
+  }
+  pb::EmbedRequest bad;
+  bad.mutable_ids();
+  pb::EmbedResponse resp;
+  EXPECT_EQ(Embed(**c, bad, &resp).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+
+  auto fe = harness::WaitReadyFile((dir / "frontend.ready").string(), Deadline::AfterMs(1000));
+  ASSERT_TRUE(fe.ok()) << fe.status();
+  const std::string text = HttpGet((*fe)["metrics"].get<std::string>(), "/metrics");
+  ASSERT_NE(text.find("200 OK"), std::string::npos) << text;
+  EXPECT_EQ(Sample(text, "archi_frontend_requests_total", {"code=\"OK\""}), 5) << text;
+  EXPECT_EQ(Sample(text, "archi_frontend_requests_total", {"code=\"INVALID_ARGUMENT\""}), 1);
+  EXPECT_EQ(Sample(text, "archi_frontend_request_seconds_count", {}), 5);
+  EXPECT_EQ(Sample(text, "archi_frontend_pending_requests", {}), 0);
+
+  auto w = harness::WaitReadyFile((dir / "s1-r0.ready").string(), Deadline::AfterMs(1000));
+  ASSERT_TRUE(w.ok()) << w.status();
+  const std::string wt = HttpGet((*w)["metrics"].get<std::string>(), "/metrics");
+  EXPECT_EQ(Sample(wt, "archi_worker_batches_total", {"stage=\"1\""}), 5) << wt;
+  EXPECT_EQ(Sample(wt, "archi_worker_compute_seconds_count", {}), 5);
 }
 
 TEST_F(PipelineTest, MalformedAndLateRequests) {

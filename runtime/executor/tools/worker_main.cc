@@ -43,6 +43,8 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(1, 3'600'000))
       ->capture_default_str();
   app.add_option("--ready-file", o.ready_file, "write {id, pid, stage} JSON here once ready");
+  app.add_option("--metrics-listen", o.metrics_listen,
+                 "serve Prometheus metrics at http://HOST:PORT/metrics (port 0 picks one)");
   // mpirun launch.
   auto* config_opt = app.add_option(
       "--config", m.config, "mpirun launch: the pipeline plan (YAML); rank 0 runs the frontend");

@@ -31,6 +31,8 @@ int main(int argc, char** argv) {
   app.add_option("--store", o.store_address,
                  "use this external store (host:port) instead of embedding one");
   app.add_option("--ready-file", ready_file, "write {grpc, store, pid, pipeline} JSON here");
+  app.add_option("--metrics-listen", o.metrics_listen,
+                 "serve Prometheus metrics at http://HOST:PORT/metrics (port 0 picks one)");
   CLI11_PARSE(app, argc, argv);
 
   sigset_t signals;
@@ -50,7 +52,8 @@ int main(int argc, char** argv) {
     nlohmann::json j = {{"grpc", grpc_addr},
                         {"store", store_addr},
                         {"pid", getpid()},
-                        {"pipeline", (*fe)->pipeline()}};
+                        {"pipeline", (*fe)->pipeline()},
+                        {"metrics", (*fe)->metrics_address()}};
     const std::string tmp = ready_file + ".tmp";
     {
       std::ofstream f(tmp);
@@ -61,7 +64,9 @@ int main(int argc, char** argv) {
       return 1;
     }
   }
-  std::printf("frontend ready grpc=%s store=%s\n", grpc_addr.c_str(), store_addr.c_str());
+  std::printf(
+      "frontend ready grpc=%s store=%s%s%s\n", grpc_addr.c_str(), store_addr.c_str(),
+      (*fe)->metrics_address().empty() ? "" : " metrics=", (*fe)->metrics_address().c_str());
   std::fflush(stdout);
   int sig = 0;
   while (sigwait(&signals, &sig) != 0) {
