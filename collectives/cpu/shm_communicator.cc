@@ -44,7 +44,7 @@ constexpr bool kShmDefaultOn = false;
 constexpr uint64_t kSegMagic = 0x31484d5349484352ull;  // "RCHISMH1"
 constexpr uint32_t kSegVersion = 1;
 constexpr uint64_t kRingBytes = 2ull << 20;    // per direction
-constexpr uint64_t kEagerMax = 16ull << 10;    // inline payloads up to this size
+constexpr uint64_t kEagerMax = 64ull << 10;    // inline payloads up to this size
 constexpr uint64_t kChunkBytes = 256ull << 10;  // streamed chunks (no CMA)
 constexpr uint32_t kMaxTag = 1u << 20;
 constexpr int kMaxRecordsPerStep = 256;
@@ -79,6 +79,7 @@ struct alignas(64) SideCtl {
   std::atomic<uint32_t> doorbell{0};  // futex word
   std::atomic<uint32_t> sleeping{0};  // the progress thread is (about to be) in FUTEX_WAIT
   std::atomic<uint32_t> polling{0};   // Work::Wait callers driving progress right now
+  std::atomic<uint32_t> closed{0};    // this side broke or was destroyed (like a closed socket)
   int32_t pid = 0;
 };
 
@@ -123,7 +124,8 @@ inline void CpuRelax() {
 // Rings the doorbell of `side` if its progress thread sleeps and nobody polls for it.
 void Notify(SideCtl* side) {
   std::atomic_thread_fence(std::memory_order_seq_cst);
-  if (side->sleeping.load(std::memory_order_seq_cst) != 0) {
+  if (side->sleeping.load(std::memory_order_seq_cst) != 0 &&
+      side->polling.load(std::memory_order_seq_cst) == 0) {
     side->doorbell.fetch_add(1, std::memory_order_seq_cst);
     FutexWakeAll(&side->doorbell);
   }
@@ -219,8 +221,11 @@ struct ShmOp {
   Deadline deadline = Deadline::Infinite();
   int64_t timeout_ms = 0;
   bool deadline_hit = false;
-  std::string what;
   std::shared_ptr<ShmWork> work;
+  std::string what() const {
+    return (is_send ? "send to rank " : "recv from rank ") + std::to_string(peer) + " tag " +
+           std::to_string(tag);
+  }
 };
 using OpPtr = std::shared_ptr<ShmOp>;
 
@@ -259,10 +264,20 @@ struct Channel {
   std::deque<OpPtr> stream_sends;        // CTS received: chunks to write, in order
   std::unordered_map<uint64_t, OpPtr> stream_recvs;  // by seq: CTS sent, chunks arriving
   std::deque<OpPtr> pulls;                           // CMA reads to do, in order
+  // outq, stream_sends or pulls may be non-empty (set under mu_ on every push, cleared under mu_
+  // by a progress step that found all three empty): lets an idle step skip the lock.
+  std::atomic<bool> backlog{false};
   std::unordered_map<uint32_t, std::deque<OpPtr>> posted;
   std::unordered_map<uint32_t, std::deque<Unexpected>> unexpected;
   std::jthread thread;
 };
+
+bool AnyPosted(const Channel& c) {
+  for (const auto& [tag, q] : c.posted) {
+    if (!q.empty()) return true;
+  }
+  return false;
+}
 
 using Completions = std::vector<std::pair<std::shared_ptr<ShmWork>, Status>>;
 
@@ -329,6 +344,7 @@ class ShmTransport : public std::enable_shared_from_this<ShmTransport> {
   uint64_t next_id_ = 1;
   std::unordered_map<uint64_t, OpPtr> pending_;                                   // mu_
   std::set<std::pair<Clock::time_point, uint64_t>> deadlines_;                    // mu_
+  Clock::time_point watchdog_wake_at_ = Clock::time_point::min();  // mu_: its next wake-up
   std::jthread watchdog_;
   bool started_ = false;
 };
@@ -540,6 +556,7 @@ void ShmTransport::QueueLocked(Channel& c, const Rec& r, const void* payload, bo
     *peer_dirty = true;
   } else {
     c.outq.push_back({r, payload});
+    c.backlog.store(true, std::memory_order_release);
     *local_dirty = true;
   }
 }
@@ -548,12 +565,12 @@ void ShmTransport::QueueLocked(Channel& c, const Rec& r, const void* payload, bo
 
 void ShmTransport::RegisterLocked(const OpPtr& op) {
   op->id = next_id_++;
-  const bool earliest =
-      deadlines_.empty() || op->deadline.time_point() < deadlines_.begin()->first;
   pending_.emplace(op->id, op);
   if (!op->deadline.infinite()) {
     deadlines_.emplace(op->deadline.time_point(), op->id);
-    if (earliest && event_fd_ >= 0) {
+    // Wake the watchdog only if it would sleep past this deadline (not once per op).
+    if (op->deadline.time_point() < watchdog_wake_at_ && event_fd_ >= 0) {
+      watchdog_wake_at_ = op->deadline.time_point();
       const uint64_t one = 1;
       (void)!::write(event_fd_, &one, sizeof(one));
     }
@@ -613,7 +630,6 @@ std::shared_ptr<Work> ShmTransport::Send(const Tensor& t, int dst, uint32_t tag,
   op->data = t.data();
   op->nbytes = t.nbytes();
   op->deadline = OpDeadlineOf(opts, options_, &op->timeout_ms);
-  op->what = "send to rank " + std::to_string(dst) + " tag " + std::to_string(tag);
   op->work = std::make_shared<ShmWork>(weak_from_this(), dst);
   Rec r;
   r.dtype = op->dtype;
@@ -638,7 +654,7 @@ std::shared_ptr<Work> ShmTransport::Send(const Tensor& t, int dst, uint32_t tag,
     QueueLocked(c, r, payload, &peer_dirty, &local_dirty);
   }
   if (peer_dirty) Notify(c.them);
-  if (local_dirty) Kick(c.me);
+  if (local_dirty || c.them->closed.load(std::memory_order_acquire) != 0) Kick(c.me);
   return op->work;
 }
 
@@ -656,7 +672,6 @@ std::shared_ptr<Work> ShmTransport::Recv(Tensor& t, int src, uint32_t tag,
   op->data = t.data();
   op->nbytes = t.nbytes();
   op->deadline = OpDeadlineOf(opts, options_, &op->timeout_ms);
-  op->what = "recv from rank " + std::to_string(src) + " tag " + std::to_string(tag);
   op->work = std::make_shared<ShmWork>(weak_from_this(), src);
   Completions done;
   bool peer_dirty = false, local_dirty = false;
@@ -667,8 +682,7 @@ std::shared_ptr<Work> ShmTransport::Recv(Tensor& t, int src, uint32_t tag,
     auto it = c.unexpected.find(tag);
     if (it != c.unexpected.end() && !it->second.empty()) {
       Unexpected u = std::move(it->second.front());
-      it->second.pop_front();
-      if (it->second.empty()) c.unexpected.erase(it);
+      it->second.pop_front();  // the (empty) deque stays: no allocation per message
       MatchLocked(c, op, u.rec, u.payload.data(), &done, &peer_dirty, &local_dirty);
     } else {
       c.posted[tag].push_back(op);
@@ -676,7 +690,7 @@ std::shared_ptr<Work> ShmTransport::Recv(Tensor& t, int src, uint32_t tag,
   }
   RunCompletions(done);
   if (peer_dirty) Notify(c.them);
-  if (local_dirty) Kick(c.me);
+  if (local_dirty || c.them->closed.load(std::memory_order_acquire) != 0) Kick(c.me);
   return op->work;
 }
 
@@ -711,6 +725,7 @@ void ShmTransport::MatchLocked(Channel& c, const OpPtr& op, const Rec& r, const 
   op->remote_addr = r.aux;
   if (c.cma) {
     c.pulls.push_back(op);
+    c.backlog.store(true, std::memory_order_release);
     *local_dirty = true;
   } else {
     Rec cts;
@@ -725,8 +740,9 @@ void ShmTransport::MatchLocked(Channel& c, const OpPtr& op, const Rec& r, const 
 // ---- progress -----------------------------------------------------------------------------------
 
 Status ShmTransport::Step(Channel& c, bool* worked, Completions* done) {
-  const std::string who = "peer rank " + std::to_string(c.peer) + " (pid " +
-                          std::to_string(c.peer_pid) + "): ";
+  auto who = [&c] {  // built only on an error
+    return "peer rank " + std::to_string(c.peer) + " (pid " + std::to_string(c.peer_pid) + "): ";
+  };
   bool peer_dirty = false, local_dirty = false, consumed = false;
   // 1. Incoming records.
   for (int n = 0; n < kMaxRecordsPerStep; ++n) {
@@ -749,7 +765,7 @@ Status ShmTransport::Step(Channel& c, bool* worked, Completions* done) {
     }
     const uint64_t total = Align8(sizeof(Rec) + r.len);
     if (total > rem || head - tail < total) {
-      return AbortedError(who + "protocol error (corrupt shared-memory record)");
+      return AbortedError(who() + "protocol error (corrupt shared-memory record)");
     }
     const char* payload = c.in_data + pos + sizeof(Rec);
     switch (r.kind) {
@@ -761,7 +777,6 @@ Status ShmTransport::Step(Channel& c, bool* worked, Completions* done) {
         if (it != c.posted.end() && !it->second.empty()) {
           OpPtr op = it->second.front();
           it->second.pop_front();
-          if (it->second.empty()) c.posted.erase(it);
           MatchLocked(c, op, r, payload, done, &peer_dirty, &local_dirty);
         } else {
           Unexpected u;
@@ -775,8 +790,9 @@ Status ShmTransport::Step(Channel& c, bool* worked, Completions* done) {
         std::lock_guard lock(mu_);
         if (broken_) return Status();
         auto it = c.wait_sends.find(r.seq);
-        if (it == c.wait_sends.end()) return AbortedError(who + "protocol error (unknown CTS)");
+        if (it == c.wait_sends.end()) return AbortedError(who() + "protocol error (unknown CTS)");
         c.stream_sends.push_back(it->second);
+        c.backlog.store(true, std::memory_order_release);
         c.wait_sends.erase(it);
         break;
       }
@@ -787,11 +803,11 @@ Status ShmTransport::Step(Channel& c, bool* worked, Completions* done) {
           if (broken_) return Status();
           auto it = c.stream_recvs.find(r.seq);
           if (it == c.stream_recvs.end()) {
-            return AbortedError(who + "protocol error (unknown chunk)");
+            return AbortedError(who() + "protocol error (unknown chunk)");
           }
           op = it->second;
         }
-        if (r.aux + r.len > op->nbytes) return AbortedError(who + "protocol error (chunk bounds)");
+        if (r.aux + r.len > op->nbytes) return AbortedError(who() + "protocol error (chunk bounds)");
         std::memcpy(static_cast<char*>(op->data) + r.aux, payload, r.len);
         if (r.aux + r.len == op->nbytes) {
           std::lock_guard lock(mu_);
@@ -806,7 +822,7 @@ Status ShmTransport::Step(Channel& c, bool* worked, Completions* done) {
         if (broken_) return Status();
         auto it = c.wait_sends.find(r.seq);
         if (it == c.wait_sends.end()) {
-          return AbortedError(who + "protocol error (unknown acknowledgement)");
+          return AbortedError(who() + "protocol error (unknown acknowledgement)");
         }
         OpPtr op = it->second;
         c.wait_sends.erase(it);
@@ -820,7 +836,7 @@ Status ShmTransport::Step(Channel& c, bool* worked, Completions* done) {
         break;
       }
       default:
-        return AbortedError(who + "protocol error (unknown record kind " +
+        return AbortedError(who() + "protocol error (unknown record kind " +
                             std::to_string(r.kind) + ")");
     }
     c.in_tail = tail + total;
@@ -829,7 +845,25 @@ Status ShmTransport::Step(Channel& c, bool* worked, Completions* done) {
     *worked = true;
   }
   if (consumed) Notify(c.them);  // it may wait for ring space
+  // The peer broke or went away: like a closed connection, this fails whatever is pending with it
+  // (once everything it wrote has been read); an idle channel stays quiet until its next op.
+  if (c.them->closed.load(std::memory_order_acquire) != 0 &&
+      c.in->head.load(std::memory_order_acquire) == c.in_tail) {
+    std::lock_guard lock(mu_);
+    if (broken_) return Status();
+    if (!c.wait_sends.empty() || !c.stream_sends.empty() || !c.stream_recvs.empty() ||
+        !c.pulls.empty() || !c.outq.empty() || AnyPosted(c)) {
+      return AbortedError(who() + "closed the connection (its communicator broke or was destroyed)");
+    }
+  }
 
+  if (!c.backlog.load(std::memory_order_acquire)) {
+    if (peer_dirty) {
+      *worked = true;
+      Notify(c.them);
+    }
+    return Status();
+  }
   // 2. One single-copy pull (process_vm_readv straight into the receiver's tensor).
   OpPtr pull;
   {
@@ -846,7 +880,7 @@ Status ShmTransport::Step(Channel& c, bool* worked, Completions* done) {
       const ssize_t got = ::process_vm_readv(c.peer_pid, &local, 1, &remote, 1, 0);
       if (got <= 0) {
         const int e = errno;
-        return AbortedError(who + "reading the message (process_vm_readv): " +
+        return AbortedError(who() + "reading the message (process_vm_readv): " +
                             (got == 0 ? std::string("no progress") : ErrnoText(e)) +
                             (e == ESRCH ? " (the process is gone)" : ""));
       }
@@ -892,6 +926,9 @@ Status ShmTransport::Step(Channel& c, bool* worked, Completions* done) {
         if (EraseLocked(*op)) done->emplace_back(op->work, Status());
       }
     }
+    if (c.outq.empty() && c.stream_sends.empty() && c.pulls.empty()) {
+      c.backlog.store(false, std::memory_order_release);
+    }
   }
   if (peer_dirty) {
     *worked = true;
@@ -905,6 +942,10 @@ bool ShmTransport::HasWork(Channel& c) {
   std::lock_guard lock(mu_);
   if (broken_) return false;
   if (!c.pulls.empty()) return true;
+  if (c.them->closed.load(std::memory_order_seq_cst) != 0 &&
+      (!c.wait_sends.empty() || !c.stream_recvs.empty() || AnyPosted(c))) {
+    return true;
+  }
   if (c.outq.empty() && c.stream_sends.empty()) return false;
   const uint64_t used = c.out_head - c.out->tail.load(std::memory_order_seq_cst);
   return kRingBytes - used >= kRingBytes / 4;
@@ -935,10 +976,22 @@ void ShmTransport::Spin(int peer, const ShmWork& work, Clock::time_point until) 
     Break(failure);
     return;
   }
-  // Records that arrived while we polled (and so did not wake the progress thread).
-  if (c.in->head.load(std::memory_order_seq_cst) != c.in->tail.load(std::memory_order_seq_cst)) {
-    Kick(c.me);
+  // Records that arrived while we polled did not wake the progress thread: handle them here once
+  // (we are hot, and waking the thread would take our core away), ring it only for the rest.
+  auto pending = [&c] {
+    return c.in->head.load(std::memory_order_seq_cst) != c.in->tail.load(std::memory_order_seq_cst);
+  };
+  if (pending() && c.prog_mu.try_lock()) {
+    bool worked = false;
+    failure = Step(c, &worked, &done);
+    c.prog_mu.unlock();
+    RunCompletions(done);
+    if (!failure.ok()) {
+      Break(failure);
+      return;
+    }
   }
+  if (pending()) Kick(c.me);
 }
 
 void ShmTransport::ProgressLoop(Channel& c, std::stop_token st) {
@@ -964,16 +1017,18 @@ void ShmTransport::ProgressLoop(Channel& c, std::stop_token st) {
       last_work = now;
       continue;
     }
-    if (now - last_work < kBgSpin || c.me->polling.load(std::memory_order_relaxed) != 0) {
+    // A Work::Wait that polls makes the progress itself: get out of its way (it may share our
+    // core) instead of spinning; it rings our doorbell when it stops with records left.
+    const bool polled = c.me->polling.load(std::memory_order_relaxed) != 0;
+    if (!polled && now - last_work < kBgSpin) {
       CpuRelax();
-      if (c.me->polling.load(std::memory_order_relaxed) != 0) std::this_thread::yield();
       continue;
     }
     const uint32_t db = c.me->doorbell.load(std::memory_order_seq_cst);
     c.me->sleeping.store(1, std::memory_order_seq_cst);
     std::atomic_thread_fence(std::memory_order_seq_cst);
-    if (!HasWork(c) && !st.stop_requested()) {
-      FutexWait(&c.me->doorbell, db, microseconds(100'000));
+    if ((polled || !HasWork(c)) && !st.stop_requested()) {
+      FutexWait(&c.me->doorbell, db, polled ? microseconds(2'000) : microseconds(100'000));
     }
     c.me->sleeping.store(0, std::memory_order_seq_cst);
     last_work = Clock::now();
@@ -1021,7 +1076,11 @@ void ShmTransport::Break(Status reason, bool from_destructor) {
   for (auto& c : channels_) {
     if (!c) continue;
     { std::lock_guard quiesce(c->prog_mu); }
-    if (c->me) Kick(c->me);
+    if (c->me) {
+      c->me->closed.store(1, std::memory_order_seq_cst);
+      Kick(c->me);
+      Kick(c->them);  // the peer sees a closed connection
+    }
   }
   if (event_fd_ >= 0) {
     const uint64_t one = 1;
@@ -1030,7 +1089,7 @@ void ShmTransport::Break(Status reason, bool from_destructor) {
   const std::string msg(reason.message());
   for (auto& op : to_complete) {
     if (op->deadline_hit) {
-      op->work->Complete(DeadlineExceededError(op->what + " exceeded its op deadline of " +
+      op->work->Complete(DeadlineExceededError(op->what() + " exceeded its op deadline of " +
                                                std::to_string(op->timeout_ms) + " ms"));
     } else {
       op->work->Complete(AbortedError(msg.empty() ? std::string("communicator broken") : msg));
@@ -1057,6 +1116,7 @@ void ShmTransport::WatchdogLoop(std::stop_token st) {
     {
       std::lock_guard lock(mu_);
       watch_pids = !broken_;
+      watchdog_wake_at_ = Clock::time_point::max();
       if (!broken_ && !deadlines_.empty()) {
         const auto [when, id] = *deadlines_.begin();
         const auto now = Clock::now();
@@ -1067,11 +1127,12 @@ void ShmTransport::WatchdogLoop(std::stop_token st) {
             continue;
           }
           it->second->deadline_hit = true;
-          expired_what = it->second->what;
+          expired_what = it->second->what();
           expired_ms = it->second->timeout_ms;
         } else {
           timeout_ms = static_cast<int>(std::min<int64_t>(
               std::chrono::ceil<std::chrono::milliseconds>(when - now).count(), 60'000));
+          watchdog_wake_at_ = now + std::chrono::milliseconds(timeout_ms);
         }
       }
     }

@@ -13,7 +13,7 @@
 //     single-producer single-consumer rings (one per direction) and the futex words of each side;
 //   - per such peer one progress thread (adaptive spinning, then a futex sleep); a Work::Wait also
 //     drives progress while it spins, so a waiting rank needs no thread hand-off;
-//   - small messages (<= 16 KiB) travel inline in the ring; larger ones announce themselves and
+//   - small messages (<= 64 KiB) travel inline in the ring; larger ones announce themselves and
 //     the receiver copies the payload straight from the sender's tensor (process_vm_readv, one
 //     copy) or, where the kernel refuses that, asks for it to be streamed through the ring in
 //     256 KiB chunks (two copies, pipelined);

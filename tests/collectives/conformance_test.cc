@@ -156,13 +156,13 @@ TEST_P(ConformanceTest, SizeMismatchFailsBothSides) {
 }
 
 // Matching per (peer, tag) in issue order with several messages in flight, across the fast path's
-// protocol boundaries (inline <= 16 KiB, larger announced; larger than its 2 MiB ring). The
+// protocol boundaries (inline <= 64 KiB, larger announced; larger than its 2 MiB ring). The
 // receives are posted after the sends and in another tag order. Not NCCL (it pairs ops by order).
 TEST_P(ConformanceTest, ManyInFlightMatchedPerTagInIssueOrder) {
   if (kind() == BackendKind::kNccl) GTEST_SKIP() << "NCCL pairs p2p ops in issue order";
   auto comms = Connect();
   ASSERT_TRUE(AllConnected(comms));
-  const std::vector<int64_t> sizes = {4, 16384, 16385, 3 << 20, 5 << 20 | 3};
+  const std::vector<int64_t> sizes = {4, 65536, 65537, 3 << 20, 5 << 20 | 3};
   std::vector<std::unique_ptr<BackendTensor>> src, dst;
   std::vector<std::vector<uint8_t>> want;
   std::vector<std::shared_ptr<Work>> sends, recvs;
@@ -396,6 +396,24 @@ TEST_P(ConformanceTest, AbortInterruptsPendingRecv) {
   EXPECT_EQ(later->Wait(Deadline::AfterMs(100)).code(), StatusCode::kAborted);
   comms[1]->Abort(AbortedError("again"));  // idempotent
   EXPECT_EQ(calls.load(), 1);
+}
+
+// A peer that aborts (like one whose communicator is destroyed) fails a receive pending on it
+// promptly: Gloo sees its connection closed, the fast path the peer's closed flag.
+TEST_P(ConformanceTest, PeerAbortFailsPendingRecv) {
+  if (kind() == BackendKind::kNccl) GTEST_SKIP() << "NCCL reports a revoked peer at the deadline";
+  auto comms = Connect();
+  ASSERT_TRUE(AllConnected(comms));
+  auto dst = Make(0, {64}, DType::kF32);
+  ASSERT_TRUE(dst);
+  auto r = comms[0]->Recv(dst->tensor(), 1, 0);
+  EXPECT_EQ(r->Wait(Deadline::AfterMs(20)).code(), StatusCode::kDeadlineExceeded);
+  const auto t0 = Clock::now();
+  comms[1]->Abort(AbortedError("peer gives up"));
+  Status s = r->Wait(Deadline::AfterMs(5000));
+  EXPECT_EQ(s.code(), StatusCode::kAborted) << s;
+  EXPECT_LT(MsSince(t0), 2500);
+  EXPECT_TRUE(comms[0]->broken());
 }
 
 TEST_P(ConformanceTest, OpDeadlineBreaksCommunicator) {
