@@ -40,9 +40,13 @@ constexpr uint32_t kTagAck = 4;
 constexpr int kMaxWindow = 16;
 constexpr size_t kWindowBytes = size_t{64} << 20;
 constexpr const char* kMainWorld = "p2p";
+constexpr const char* kShmWorld = "p2p-shm";
 
-enum Variant : int { kSingle = 0, kMulti = 1, kMpi = 2 };
-constexpr int kVariants = 3;
+// kSingle/kMulti: the world on Gloo TCP (shared-memory fast path off); kShm/kShmMulti: the same
+// over the same-host shared-memory fast path (docs/fastpath.md).
+enum Variant : int { kSingle = 0, kMulti = 1, kMpi = 2, kShm = 3, kShmMulti = 4 };
+constexpr int kVariants = 5;
+bool IsMulti(int v) { return v == kMulti || v == kShmMulti; }
 
 struct Sample {
   double latency_us = 0;
@@ -153,13 +157,16 @@ class P2PBench {
   std::atomic<bool> main_world_broken_{false};
   std::atomic<bool> tearing_down_{false};
   int idle_generation_ = 0;
+  bool idle_shm_ = false;  // the idle worlds use the fast path too (kShmMulti)
   std::string IdleName(int k) const {
     return "p2p-idle-" + std::to_string(idle_generation_) + "-" + std::to_string(k);
   }
-  WorldOptions wopts_;
+  WorldOptions wopts_;       // Gloo TCP worlds (fast path off)
+  WorldOptions wopts_shm_;   // fast-path worlds
   Tensor send_region_, pong_region_, recv_region_, ack_;
   std::vector<double> idle_init_ms_, idle_remove_ms_;
   double main_init_ms_ = 0;
+  double shm_init_ms_ = 0;
   std::string cpus_;
   std::string load_start_;  // "rank 0: cpus 0; rank 1: cpus 1"
 };
@@ -207,9 +214,13 @@ Status P2PBench::Setup() {
     store_ = std::move(client);
   }
   wopts_ = WorldOptions::FromEnv();
+  wopts_.shm = ShmMode::kOff;
+  wopts_shm_ = wopts_;
+  wopts_shm_.shm = ShmMode::kOn;
   mgr_ = std::make_unique<WorldManager>();
   mgr_->AddStateCallback([this](const WorldInfo& info) {
-    if (info.name == kMainWorld && info.state == WorldState::kBroken && !tearing_down_) {
+    if ((info.name == kMainWorld || info.name == kShmWorld) &&
+        info.state == WorldState::kBroken && !tearing_down_) {
       main_world_broken_ = true;
       std::fprintf(stderr, "archi-bench p2p: rank %d: world '%s' BROKEN: %s\n", rank_,
                    info.name.c_str(), info.error.ToString().c_str());
@@ -217,6 +228,8 @@ Status P2PBench::Setup() {
   });
   ARCHI_RETURN_IF_ERROR(mgr_->InitializeWorld(kMainWorld, rank_, 2, store_, wopts_));
   main_init_ms_ = mgr_->GetWorld(kMainWorld).value().init_ms;
+  ARCHI_RETURN_IF_ERROR(mgr_->InitializeWorld(kShmWorld, rank_, 2, store_, wopts_shm_));
+  shm_init_ms_ = mgr_->GetWorld(kShmWorld).value().init_ms;
   char peer_cpus[128] = {0};
   std::snprintf(peer_cpus, sizeof(peer_cpus), "%s", AllowedCpus().c_str());
   job_.Broadcast(peer_cpus, sizeof(peer_cpus), kSender);
@@ -230,7 +243,8 @@ Status P2PBench::CreateIdleWorlds() {
   ++idle_generation_;
   for (int k = 1; k <= o_.idle_worlds; ++k) {
     std::string name = IdleName(k);
-    ARCHI_RETURN_IF_ERROR(mgr_->InitializeWorld(name, rank_, 2, store_, wopts_));
+    ARCHI_RETURN_IF_ERROR(
+        mgr_->InitializeWorld(name, rank_, 2, store_, idle_shm_ ? wopts_shm_ : wopts_));
     if (rank_ == 0) idle_init_ms_.push_back(mgr_->GetWorld(name).value().init_ms);
   }
   job_.Barrier();
@@ -339,13 +353,15 @@ const char* VariantName(int v, int idle) {
   static std::string multi;
   if (v == kSingle) return "1 world";
   if (v == kMpi) return "MPI";
-  multi = std::to_string(idle + 1) + " worlds";
+  if (v == kShm) return "1 world (shm)";
+  multi = std::to_string(idle + 1) + (v == kShmMulti ? " worlds (shm)" : " worlds");
   return multi.c_str();
 }
 
 int P2PBench::Run() {
   if (Status st = Setup(); !st.ok()) Fail("setup", st);
   WorldTransport world_tr(*mgr_, kMainWorld, o_.wait_timeout_ms);
+  WorldTransport shm_tr(*mgr_, kShmWorld, o_.wait_timeout_ms);
   auto mpi_tr = job_.Transport();
   const auto t_start = Clock::now();
   load_start_ = LoadAverage1();
@@ -368,10 +384,13 @@ int P2PBench::Run() {
         const int v = (k + rep + static_cast<int>(si)) % kVariants;
         ++stamp;
         if (rank_ == kSender) FillPattern(View(send_region_, r.elems), stamp % 4096);
-        if (v == kMulti) {
+        if (IsMulti(v)) {
+          idle_shm_ = v == kShmMulti;
           if (Status st = CreateIdleWorlds(); !st.ok()) Fail("creating the idle worlds", st);
         }
-        P2PTransport& tr = v == kMpi ? *mpi_tr : static_cast<P2PTransport&>(world_tr);
+        P2PTransport& tr = v == kMpi                   ? *mpi_tr
+                           : (v == kShm || v == kShmMulti) ? static_cast<P2PTransport&>(shm_tr)
+                                                           : static_cast<P2PTransport&>(world_tr);
         Sample s;
         std::string what = Fmt("%s, %zu bytes", VariantName(v, o_.idle_worlds), r.bytes);
         if (Status st = MeasureLatency(tr, r.elems, stamp % 4096, s); !st.ok()) {
@@ -380,7 +399,7 @@ int P2PBench::Run() {
         if (Status st = MeasureBandwidth(tr, r.elems, stamp % 4096, s); !st.ok()) {
           Fail("bandwidth (" + what + ")", st);
         }
-        if (v == kMulti) {
+        if (IsMulti(v)) {
           if (Status st = RemoveIdleWorlds(); !st.ok()) Fail("removing the idle worlds", st);
         }
         if (main_world_broken_) Fail("world '" + std::string(kMainWorld) + "'", AbortedError("broke during the run"));
@@ -391,11 +410,13 @@ int P2PBench::Run() {
       }
     }
     if (rank_ == 0) {
-      std::printf("[p2p] %2zu/%zu %10zu B (%9s): lat us  1w %9.1f  %dw %9.1f  MPI %8.1f | GB/s  "
-                  "1w %7.4f  %dw %7.4f  MPI %7.4f | %dw/1w lat %.3f  GB/s %.3f\n",
+      std::printf("[p2p] %2zu/%zu %10zu B (%9s): lat us  1w %9.1f  %dw %9.1f  shm %7.2f  MPI %8.2f "
+                  "| GB/s  1w %7.4f  %dw %7.4f  shm %7.4f  MPI %7.4f | shm/MPI lat %.2f  GB/s %.3f "
+                  "| %dw/1w lat %.3f  GB/s %.3f\n",
                   si + 1, sizes_.size(), r.bytes, FormatBytes(static_cast<double>(r.bytes)).c_str(),
-                  r.Lat(kSingle), o_.idle_worlds + 1, r.Lat(kMulti), r.Lat(kMpi), r.Bw(kSingle),
-                  o_.idle_worlds + 1, r.Bw(kMulti), r.Bw(kMpi), o_.idle_worlds + 1,
+                  r.Lat(kSingle), o_.idle_worlds + 1, r.Lat(kMulti), r.Lat(kShm), r.Lat(kMpi),
+                  r.Bw(kSingle), o_.idle_worlds + 1, r.Bw(kMulti), r.Bw(kShm), r.Bw(kMpi),
+                  r.Lat(kShm) / r.Lat(kMpi), r.Bw(kShm) / r.Bw(kMpi), o_.idle_worlds + 1,
                   r.Lat(kMulti) / r.Lat(kSingle), r.Bw(kMulti) / r.Bw(kSingle));
       std::fflush(stdout);
     }
@@ -404,6 +425,10 @@ int P2PBench::Run() {
   const double total_s = Seconds(t_start);
 
   tearing_down_ = true;  // the peer's removal may break the world here: expected
+  if (Status st = mgr_->RemoveWorld(kShmWorld); !st.ok()) {
+    std::fprintf(stderr, "archi-bench p2p: rank %d: RemoveWorld(%s): %s\n", rank_, kShmWorld,
+                 st.ToString().c_str());
+  }
   if (Status st = mgr_->RemoveWorld(kMainWorld); !st.ok()) {
     std::fprintf(stderr, "archi-bench p2p: rank %d: RemoveWorld(%s): %s\n", rank_, kMainWorld,
                  st.ToString().c_str());
@@ -422,37 +447,55 @@ void P2PBench::Report(const std::vector<SizeResult>& results, double total_s) {
   const int nw = o_.idle_worlds + 1;
   const std::string multi = std::to_string(nw) + "w";
   MarkdownTable table({"bytes", "1w lat us", "1w GB/s", multi + " lat us", multi + " GB/s",
-                       "MPI lat us", "MPI GB/s", "ours/MPI lat", "ours/MPI GB/s",
-                       multi + "/1w lat", multi + "/1w GB/s"},
-                      std::vector<bool>(11, true));
+                       "shm lat us", "shm GB/s", "MPI lat us", "MPI GB/s", "ours/MPI lat",
+                       "ours/MPI GB/s", "shm/MPI lat", "shm/MPI GB/s", multi + "/1w lat",
+                       multi + "/1w GB/s", "shm " + multi + "/1w lat",
+                       "shm " + multi + "/1w GB/s"},
+                      std::vector<bool>(17, true));
   std::string csv =
       "bytes,elems,single_lat_us,single_gbps,multi_lat_us,multi_gbps,mpi_lat_us,mpi_gbps,"
       "ours_mpi_lat_ratio,ours_mpi_gbps_ratio,multi_single_lat_ratio,multi_single_gbps_ratio,"
-      "window,reps,single_lat_spread,multi_lat_spread,mpi_lat_spread\n";
+      "window,reps,single_lat_spread,multi_lat_spread,mpi_lat_spread,shm_lat_us,shm_gbps,"
+      "shm_multi_lat_us,shm_multi_gbps,shm_mpi_lat_ratio,shm_mpi_gbps_ratio\n";
   std::string raw = "bytes,elems,variant,rep,latency_us,gbps,lat_iters,bw_msgs,window\n";
   double log_lat = 0, log_bw = 0, log_mpi_lat = 0, log_mpi_bw = 0;
+  double log_slat = 0, log_sbw = 0, log_smpi_lat = 0, log_smpi_bw = 0;
+  double worst_smpi_bw = 1e9;  // lowest shm/MPI bandwidth ratio at >= 64 KiB
+  double small_smpi_lat = 0;   // shm/MPI latency at the smallest size
   std::vector<double> spread1, spreadm;
   for (const auto& r : results) {
     double l1 = r.Lat(kSingle), lm = r.Lat(kMulti), lp = r.Lat(kMpi);
     double b1 = r.Bw(kSingle), bm = r.Bw(kMulti), bp = r.Bw(kMpi);
+    double ls = r.Lat(kShm), lsm = r.Lat(kShmMulti), bs = r.Bw(kShm), bsm = r.Bw(kShmMulti);
+    log_slat += std::log(lsm / ls);
+    log_sbw += std::log(bsm / bs);
+    log_smpi_lat += std::log(ls / lp);
+    log_smpi_bw += std::log(bs / bp);
+    if (r.bytes >= (64u << 10)) worst_smpi_bw = std::min(worst_smpi_bw, bs / bp);
+    if (&r == &results.front()) small_smpi_lat = ls / lp;
     log_lat += std::log(lm / l1);
     log_bw += std::log(bm / b1);
     log_mpi_lat += std::log(l1 / lp);
     log_mpi_bw += std::log(b1 / bp);
     table.AddRow({std::to_string(r.bytes), Fmt("%.1f", l1), Fmt("%.4f", b1), Fmt("%.1f", lm),
-                  Fmt("%.4f", bm), Fmt("%.2f", lp), Fmt("%.4f", bp), Fmt("%.1f", l1 / lp),
-                  Fmt("%.3f", b1 / bp), Fmt("%.3f", lm / l1), Fmt("%.3f", bm / b1)});
-    csv += Fmt("%zu,%lld,%.3f,%.6f,%.3f,%.6f,%.3f,%.6f,%.4f,%.5f,%.4f,%.4f,%d,%zu,%.4f,%.4f,%.4f\n",
+                  Fmt("%.4f", bm), Fmt("%.2f", ls), Fmt("%.4f", bs), Fmt("%.2f", lp),
+                  Fmt("%.4f", bp), Fmt("%.1f", l1 / lp), Fmt("%.3f", b1 / bp),
+                  Fmt("%.2f", ls / lp), Fmt("%.3f", bs / bp), Fmt("%.3f", lm / l1),
+                  Fmt("%.3f", bm / b1), Fmt("%.3f", lsm / ls), Fmt("%.3f", bsm / bs)});
+    csv += Fmt("%zu,%lld,%.3f,%.6f,%.3f,%.6f,%.3f,%.6f,%.4f,%.5f,%.4f,%.4f,%d,%zu,%.4f,%.4f,%.4f,"
+               "%.3f,%.6f,%.3f,%.6f,%.4f,%.5f\n",
                r.bytes, static_cast<long long>(r.elems), l1, b1, lm, bm, lp, bp, l1 / lp, b1 / bp,
                lm / l1, bm / b1, r.window, r.samples[kSingle].size(), r.LatSpread(kSingle),
-               r.LatSpread(kMulti), r.LatSpread(kMpi));
+               r.LatSpread(kMulti), r.LatSpread(kMpi), ls, bs, lsm, bsm, ls / lp, bs / bp);
     spread1.push_back(r.LatSpread(kSingle));
     spreadm.push_back(r.LatSpread(kMulti));
     for (int v = 0; v < kVariants; ++v) {
       for (size_t i = 0; i < r.samples[v].size(); ++i) {
         const Sample& s = r.samples[v][i];
         raw += Fmt("%zu,%lld,%s,%zu,%.3f,%.6f,%.0f,%.0f,%d\n", r.bytes,
-                   static_cast<long long>(r.elems), v == kSingle ? "single" : v == kMulti ? "multi" : "mpi",
+                   static_cast<long long>(r.elems),
+                   v == kSingle ? "single" : v == kMulti ? "multi" : v == kMpi ? "mpi"
+                                           : v == kShm ? "shm" : "shm_multi",
                    i, s.latency_us, s.gbps, s.lat_iters, s.bw_msgs, r.window);
       }
     }
@@ -460,6 +503,8 @@ void P2PBench::Report(const std::vector<SizeResult>& results, double total_s) {
   const double n = static_cast<double>(results.size());
   const double gm_lat = std::exp(log_lat / n), gm_bw = std::exp(log_bw / n);
   const double gm_mpi_lat = std::exp(log_mpi_lat / n), gm_mpi_bw = std::exp(log_mpi_bw / n);
+  const double gm_slat = std::exp(log_slat / n), gm_sbw = std::exp(log_sbw / n);
+  const double gm_smpi_lat = std::exp(log_smpi_lat / n), gm_smpi_bw = std::exp(log_smpi_bw / n);
   double worst_lat = 0, worst_bw = 1e9;
   for (const auto& r : results) {
     worst_lat = std::max(worst_lat, r.Lat(kMulti) / r.Lat(kSingle));
@@ -481,6 +526,9 @@ void P2PBench::Report(const std::vector<SizeResult>& results, double total_s) {
   md += Fmt("- run time: %.1f s; %d repetitions per measurement (median reported), target %.2f s "
             "per measurement, %d..%d iterations\n",
             total_s, o_.reps, o_.target_s, o_.min_iters, o_.max_iters);
+  md += "- columns `1w`, `" + multi + "`: worlds on Gloo TCP (fast path off); `shm`: the same "
+        "world API over the same-host shared-memory fast path (`WorldOptions::shm = kOn`, "
+        "docs/fastpath.md); `MPI`: Open MPI send/recv; all measured in this run, interleaved\n";
   md += Fmt("- worlds: Gloo TCP on loopback, heartbeat every %lld ms (timeout %lld ms); "
             "`%dw` = the measured world plus %d idle worlds of the same WorldManager\n",
             static_cast<long long>(wopts_.heartbeat_interval_ms),
@@ -527,6 +575,13 @@ void P2PBench::Report(const std::vector<SizeResult>& results, double total_s) {
   }
   md += Fmt("Gap to Open MPI (1w vs MPI, geometric mean): latency x%.1f, bandwidth x%.3f.\n\n",
             gm_mpi_lat, gm_mpi_bw);
+  md += Fmt("Shared-memory fast path vs Open MPI: latency at %zu B x%.2f (target <= 1.5), geometric "
+            "mean latency x%.2f, bandwidth x%.3f; lowest bandwidth ratio at >= 64 KiB x%.3f "
+            "(target >= 0.7). Multi-world overhead on the fast path (shm %s vs shm 1w): latency "
+            "x%.4f (%+.2f%%), bandwidth x%.4f (%+.2f%%).\n\n",
+            results.front().bytes, small_smpi_lat, gm_smpi_lat, gm_smpi_bw, worst_smpi_bw,
+            multi.c_str(), gm_slat, (gm_slat - 1) * 100, gm_sbw, (gm_sbw - 1) * 100);
+  md += Fmt("Fast-path world creation (rank 0): %.1f ms.\n", shm_init_ms_);
   md += Fmt("World creation during the run (rank 0, 2 ranks, loopback): main world %.1f ms; idle "
             "worlds n=%zu median %.1f ms, p90 %.1f ms, max %.1f ms; RemoveWorld (healthy) median "
             "%.2f ms, max %.2f ms.\n",
@@ -550,7 +605,8 @@ void P2PBench::Report(const std::vector<SizeResult>& results, double total_s) {
   if (term.empty()) term = "png";
   std::string title = Fmt("archi-bench p2p, 2 processes on one host (%s, nproc=%d)",
                           m.cpu_model.c_str(), m.nproc);
-  auto script = [&](const std::string& png, const std::string& ylabel, int c1, int cm, int cp) {
+  auto script = [&](const std::string& png, const std::string& ylabel, int c1, int cm, int cs,
+                    int cp) {
     return Fmt(
         "# Generated by archi-bench p2p; regenerate with: gnuplot %s.gp\n"
         "set terminal %s size 960,640\n"
@@ -566,15 +622,16 @@ void P2PBench::Report(const std::vector<SizeResult>& results, double total_s) {
         "set ylabel '%s'\n"
         "plot 'p2p.csv' every ::1 using 1:%d with linespoints lw 2 title '1 world (Gloo TCP)', \\\n"
         "     '' every ::1 using 1:%d with linespoints lw 2 title '%d worlds (%d idle)', \\\n"
+        "     '' every ::1 using 1:%d with linespoints lw 2 title '1 world (shared memory)', \\\n"
         "     '' every ::1 using 1:%d with linespoints lw 2 title 'Open MPI send/recv'\n",
         png.substr(0, png.size() - 4).c_str(), term.c_str(), png.c_str(), title.c_str(),
-        ylabel.c_str(), c1, cm, nw, o_.idle_worlds, cp);
+        ylabel.c_str(), c1, cm, nw, o_.idle_worlds, cs, cp);
   };
-  if (check(WriteFile(out + "/p2p.gp", script("p2p.png", "bandwidth (GB/s)", 4, 6, 8)))) {
+  if (check(WriteFile(out + "/p2p.gp", script("p2p.png", "bandwidth (GB/s)", 4, 6, 19, 8)))) {
     check(RunGnuplot(out + "/p2p.gp"));
   }
   if (check(WriteFile(out + "/p2p_latency.gp",
-                      script("p2p_latency.png", "one-way latency (us)", 3, 5, 7)))) {
+                      script("p2p_latency.png", "one-way latency (us)", 3, 5, 18, 7)))) {
     check(RunGnuplot(out + "/p2p_latency.gp"));
   }
   std::printf("\n[p2p] wrote %s/{p2p.md,p2p.csv,p2p_raw.csv,p2p.png,p2p_latency.png}\n",
