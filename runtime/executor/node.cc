@@ -99,6 +99,7 @@ std::string MemberInfo::ToJson() const {
                       {"pid", pid},
                       {"host", host},
                       {"batches", batches},
+                      {"resent", resent},
                       {"ready_ms", ready_unix_ms},
                       {"first_batch_ms", first_batch_unix_ms}};
   return j.dump();
@@ -115,6 +116,7 @@ Result<MemberInfo> MemberInfo::FromJson(const std::string& json) {
     m.pid = j.value("pid", 0);
     m.host = j.value("host", std::string());
     m.batches = j.value("batches", uint64_t{0});
+    m.resent = j.value("resent", uint64_t{0});
     m.ready_unix_ms = j.value("ready_ms", int64_t{0});
     m.first_batch_unix_ms = j.value("first_batch_ms", int64_t{0});
     return m;
@@ -759,8 +761,10 @@ void PipelineNode::MembershipLoop(std::stop_token st) {
       uint64_t received;
       {
         std::lock_guard lock(mu_);
-        received = stats_.batches_received;
-        self_.batches = received;
+        // One number that moves when either counter does (both only grow).
+        received = stats_.batches_received + stats_.batches_resent;
+        self_.batches = stats_.batches_received;
+        self_.resent = stats_.batches_resent;
         if (received > 0 && self_.first_batch_unix_ms == 0) self_.first_batch_unix_ms = now;
       }
       if (received != written_batches_ && now - last_stats_write_ms_ >= 200 && !fenced_) {

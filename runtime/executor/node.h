@@ -58,8 +58,9 @@ struct MemberInfo {
   std::string incarnation;
   std::string state;  // joining | ready | draining | gone
   int pid = 0;
-  std::string host;  // gethostname() of the member
-  uint64_t batches = 0;
+  std::string host;      // gethostname() of the member
+  uint64_t batches = 0;  // micro-batches received
+  uint64_t resent = 0;   // micro-batches it re-sent after a downstream link broke
   int64_t ready_unix_ms = 0;
   int64_t first_batch_unix_ms = 0;
 

@@ -495,9 +495,11 @@ grpc::Status Frontend::Impl::GetStatus(pb::StatusResponse* resp) {
   auto list = store->List(ex::MembersPrefix(plan.name), Deadline::AfterMs(2000));
   if (!list.ok()) return ToGrpc(list.status());
   const auto links = node->links();
+  uint64_t resent_by_workers = 0;
   for (const auto& [key, value] : *list) {
     auto m = ex::MemberInfo::FromJson(value);
     if (!m.ok()) continue;
+    if (m->stage >= 0) resent_by_workers += m->resent;
     auto* ms = resp->add_members();
     ms->set_id(m->id);
     ms->set_stage(m->stage);
@@ -522,7 +524,7 @@ grpc::Status Frontend::Impl::GetStatus(pb::StatusResponse* resp) {
   resp->set_deadline_exceeded(deadline_exceeded);
   resp->set_rejected(rejected);
   resp->set_duplicates_dropped(duplicates);
-  resp->set_resent_batches(ns.batches_resent);
+  resp->set_resent_batches(ns.batches_resent + resent_by_workers);
   resp->set_pending(pending.size());
   return grpc::Status::OK;
 }
