@@ -80,6 +80,9 @@ struct alignas(64) SideCtl {
   std::atomic<uint32_t> sleeping{0};  // the progress thread is (about to be) in FUTEX_WAIT
   std::atomic<uint32_t> polling{0};   // Work::Wait callers driving progress right now
   std::atomic<uint32_t> closed{0};    // this side broke or was destroyed (like a closed socket)
+  // Steady-clock ns until which a thread that just finished a Work::Wait is expected to poll
+  // again soon (ping-pong): the peer does not wake the progress thread before then.
+  std::atomic<int64_t> linger_until_ns{0};
   int32_t pid = 0;
 };
 
@@ -121,11 +124,23 @@ inline void CpuRelax() {
 #endif
 }
 
+int64_t MonoNs() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch())
+      .count();
+}
+
+// A waiter lingers this long after its Wait returned (see SideCtl::linger_until_ns); a record
+// that arrives then and is not picked up by a new Wait waits at most kLingerSleep for the
+// progress thread.
+constexpr microseconds kLinger{30};
+constexpr microseconds kLingerSleep{200};
+
 // Rings the doorbell of `side` if its progress thread sleeps and nobody polls for it.
 void Notify(SideCtl* side) {
   std::atomic_thread_fence(std::memory_order_seq_cst);
   if (side->sleeping.load(std::memory_order_seq_cst) != 0 &&
-      side->polling.load(std::memory_order_seq_cst) == 0) {
+      side->polling.load(std::memory_order_seq_cst) == 0 &&
+      MonoNs() >= side->linger_until_ns.load(std::memory_order_relaxed)) {
     side->doorbell.fetch_add(1, std::memory_order_seq_cst);
     FutexWakeAll(&side->doorbell);
   }
@@ -971,6 +986,8 @@ void ShmTransport::Spin(int peer, const ShmWork& work, Clock::time_point until) 
       if ((++idle & 63) == 0 && Clock::now() >= until) break;
     }
   }
+  c.me->linger_until_ns.store(MonoNs() + std::chrono::nanoseconds(kLinger).count(),
+                              std::memory_order_relaxed);
   c.me->polling.fetch_sub(1, std::memory_order_seq_cst);
   if (!failure.ok()) {
     Break(failure);
@@ -1019,7 +1036,8 @@ void ShmTransport::ProgressLoop(Channel& c, std::stop_token st) {
     }
     // A Work::Wait that polls makes the progress itself: get out of its way (it may share our
     // core) instead of spinning; it rings our doorbell when it stops with records left.
-    const bool polled = c.me->polling.load(std::memory_order_relaxed) != 0;
+    const bool polled = c.me->polling.load(std::memory_order_relaxed) != 0 ||
+                        MonoNs() < c.me->linger_until_ns.load(std::memory_order_relaxed);
     if (!polled && now - last_work < kBgSpin) {
       CpuRelax();
       continue;
@@ -1027,8 +1045,9 @@ void ShmTransport::ProgressLoop(Channel& c, std::stop_token st) {
     const uint32_t db = c.me->doorbell.load(std::memory_order_seq_cst);
     c.me->sleeping.store(1, std::memory_order_seq_cst);
     std::atomic_thread_fence(std::memory_order_seq_cst);
-    if ((polled || !HasWork(c)) && !st.stop_requested()) {
-      FutexWait(&c.me->doorbell, db, polled ? microseconds(2'000) : microseconds(100'000));
+    if ((c.me->polling.load(std::memory_order_relaxed) != 0 || !HasWork(c)) &&
+        !st.stop_requested()) {
+      FutexWait(&c.me->doorbell, db, polled ? kLingerSleep : microseconds(100'000));
     }
     c.me->sleeping.store(0, std::memory_order_seq_cst);
     last_work = Clock::now();
