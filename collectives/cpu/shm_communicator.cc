@@ -39,7 +39,7 @@ namespace {
 using std::chrono::microseconds;
 
 // Built-in default of the fast path (ARCHI_SHM and CommOptions::shm override it).
-constexpr bool kShmDefaultOn = false;
+constexpr bool kShmDefaultOn = true;
 
 constexpr uint64_t kSegMagic = 0x31484d5349484352ull;  // "RCHISMH1"
 constexpr uint32_t kSegVersion = 1;
