@@ -12,4 +12,5 @@ set xlabel 'message size (bytes)'
 set ylabel 'bandwidth (GB/s)'
 plot 'p2p.csv' every ::1 using 1:4 with linespoints lw 2 title '1 world (Gloo TCP)', \
      '' every ::1 using 1:6 with linespoints lw 2 title '4 worlds (3 idle)', \
+     '' every ::1 using 1:19 with linespoints lw 2 title '1 world (shared memory)', \
      '' every ::1 using 1:8 with linespoints lw 2 title 'Open MPI send/recv'

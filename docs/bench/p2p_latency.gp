@@ -12,4 +12,5 @@ set xlabel 'message size (bytes)'
 set ylabel 'one-way latency (us)'
 plot 'p2p.csv' every ::1 using 1:3 with linespoints lw 2 title '1 world (Gloo TCP)', \
      '' every ::1 using 1:5 with linespoints lw 2 title '4 worlds (3 idle)', \
+     '' every ::1 using 1:18 with linespoints lw 2 title '1 world (shared memory)', \
      '' every ::1 using 1:7 with linespoints lw 2 title 'Open MPI send/recv'
