@@ -1,6 +1,7 @@
 // archi-bench: Archipelago benchmarks.
 //
 //   mpirun --allow-run-as-root --oversubscribe -np 2 archi-bench p2p --out docs/bench
+//   mpirun --allow-run-as-root --oversubscribe -np 2 archi-bench coll --backend gloo
 //   archi-bench faults --out docs/bench
 //   archi-bench kernels --out docs/bench
 //   archi-bench pipeline --out docs/bench
@@ -13,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "bench/coll/coll_bench.h"
 #include "bench/encode/encode_bench.h"
 #include "bench/faults/faults_bench.h"
 #include "bench/kernels/kernels_bench.h"
@@ -36,6 +38,11 @@ int main(int argc, char** argv) {
       "with: mpirun --allow-run-as-root --oversubscribe -np 2 archi-bench p2p");
   p2p_cmd->add_option("--out", p2p.out_dir, "output directory (p2p.md, p2p.csv, p2p_raw.csv, p2p.png)")
       ->capture_default_str();
+  p2p_cmd->add_option("--backend", p2p.backend,
+                      "gloo (CPU tensors) or nccl (GPU tensors, device = local rank; 1 world vs "
+                      "N worlds only; skipped with one line, exit 0, without a usable GPU)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"gloo", "nccl"}));
   p2p_cmd->add_flag("--quick", p2p.quick, "smoke run: 3 sizes, 1 repetition, 5..50 iterations");
   p2p_cmd->add_option("--target-s", p2p.target_s, "seconds one measurement aims at")
       ->capture_default_str()
@@ -56,6 +63,50 @@ int main(int argc, char** argv) {
       ->capture_default_str()
       ->check(CLI::Range(100, 3'600'000));
   p2p_cmd->add_option("--log-level", p2p.log_level, "Archipelago log level (trace..off)")
+      ->capture_default_str();
+
+  archi::bench::CollOptions coll;
+  auto* coll_cmd = app.add_subcommand(
+      "coll",
+      "collective bandwidth of one world of all MPI ranks: all_reduce, all_gather, reduce_scatter, "
+      "broadcast over a size sweep, time per op, algbw and busbw (nccl-tests definitions). Run "
+      "with: mpirun --allow-run-as-root --oversubscribe -np 2 archi-bench coll --backend gloo");
+  coll_cmd->add_option("--backend", coll.backend,
+                       "gloo (CPU tensors) or nccl (GPU tensors, device = local rank; skipped with "
+                       "one line, exit 0, without a usable GPU)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"gloo", "nccl"}));
+  coll_cmd->add_option("--out", coll.out_dir, "output directory (coll.md, coll.csv, coll.png)")
+      ->capture_default_str();
+  coll_cmd->add_flag("--quick", coll.quick, "smoke run: 8 B .. 2 KiB, 2 repetitions");
+  coll_cmd->add_option("--min-bytes", coll.min_bytes, "smallest size (sizes grow by 4x)")
+      ->capture_default_str()
+      ->check(CLI::Range(size_t{4}, size_t{1} << 34));
+  coll_cmd->add_option("--max-bytes", coll.max_bytes, "largest size (always measured)")
+      ->capture_default_str()
+      ->check(CLI::Range(size_t{4}, size_t{1} << 34));
+  coll_cmd->add_option("--ops", coll.ops,
+                       "subset of all_reduce all_gather reduce_scatter broadcast")
+      ->check(CLI::IsMember({"all_reduce", "all_gather", "reduce_scatter", "broadcast"}));
+  coll_cmd->add_option("--warmup", coll.warmup, "warm-up ops per (op, size)")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 10'000));
+  coll_cmd->add_option("--reps", coll.reps, "timed repetitions (median reported)")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1'000));
+  coll_cmd->add_option("--target-s", coll.target_s, "seconds one repetition aims at")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0001, 60.0));
+  coll_cmd->add_option("--min-iters", coll.min_iters, "fewest ops per repetition")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1'000'000));
+  coll_cmd->add_option("--max-iters", coll.max_iters, "most ops per repetition")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1'000'000));
+  coll_cmd->add_option("--wait-timeout-ms", coll.wait_timeout_ms, "wait limit of every op")
+      ->capture_default_str()
+      ->check(CLI::Range(100, 3'600'000));
+  coll_cmd->add_option("--log-level", coll.log_level, "Archipelago log level (trace..off)")
       ->capture_default_str();
 
   FaultsOptions faults;
@@ -194,6 +245,15 @@ int main(int argc, char** argv) {
   if (*encode_cmd) {
     encode.command = command;
     return archi::bench::RunEncode(std::move(encode));
+  }
+
+  if (*coll_cmd) {
+    if (coll.min_iters > coll.max_iters) {
+      std::fprintf(stderr, "archi-bench coll: --min-iters exceeds --max-iters\n");
+      return 2;
+    }
+    coll.command = command;
+    return archi::bench::RunColl(std::move(coll), &argc, &argv);
   }
 
   if (*p2p_cmd) {

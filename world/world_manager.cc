@@ -472,6 +472,7 @@ class WorldManager::Impl {
     co.op_timeout_ms = w.opts.op_timeout_ms;
     co.hostname = w.opts.hostname;
     co.shm = w.opts.shm;
+    co.device_index = w.opts.device_index;
     co.label = w.label;
     std::weak_ptr<World> weak = Find(w.name);
     co.on_broken = [this, weak](const Status& s) {

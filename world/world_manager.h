@@ -54,6 +54,9 @@ struct WorldOptions {
   // Same-host shared-memory point to point of the CPU backend (CommOptions::shm): kDefault
   // follows ARCHI_SHM, kOff/kOn override it for this world.
   ShmMode shm = ShmMode::kDefault;
+  // Accelerator device of this rank for backends that run on one (NCCL: CommOptions::
+  // device_index, e.g. the local rank under mpirun). -1: rank modulo the visible devices.
+  int device_index = -1;
 
   // Defaults overridden by ARCHI_WORLD_INIT_TIMEOUT_MS, ARCHI_WORLD_OP_TIMEOUT_MS,
   // ARCHI_HEARTBEAT_INTERVAL_MS, ARCHI_HEARTBEAT_TIMEOUT_MS, ARCHI_BIND_HOST (docs/config.md).

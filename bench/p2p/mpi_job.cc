@@ -86,11 +86,18 @@ class MpiJobImpl final : public MpiJob {
     MPI_Comm_size(MPI_COMM_WORLD, &size_);
     // Errors come back as return codes (and become Status) instead of aborting inside MPI.
     MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
+    MPI_Comm node;
+    if (MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, rank_, MPI_INFO_NULL, &node) ==
+        MPI_SUCCESS) {
+      MPI_Comm_rank(node, &local_rank_);
+      MPI_Comm_free(&node);
+    }
   }
   ~MpiJobImpl() override { MPI_Finalize(); }
 
   int rank() const override { return rank_; }
   int size() const override { return size_; }
+  int local_rank() const override { return local_rank_; }
 
   std::string library_version() const override {
     char buf[MPI_MAX_LIBRARY_VERSION_STRING];
@@ -108,6 +115,11 @@ class MpiJobImpl final : public MpiJob {
   void Broadcast(void* data, size_t bytes, int root) override {
     MPI_Bcast(data, static_cast<int>(bytes), MPI_BYTE, root, MPI_COMM_WORLD);
   }
+  double Max(double value) override {
+    double out = value;
+    MPI_Allreduce(&value, &out, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
+    return out;
+  }
   [[noreturn]] void Abort(int code) override {
     MPI_Abort(MPI_COMM_WORLD, code);
     std::_Exit(code);
@@ -118,6 +130,7 @@ class MpiJobImpl final : public MpiJob {
  private:
   int rank_ = 0;
   int size_ = 1;
+  int local_rank_ = 0;
 };
 
 }  // namespace

@@ -28,10 +28,14 @@ class MpiJob {
   virtual int size() const = 0;
   // "Open MPI v4.1.4, ..." (first line of MPI_Get_library_version).
   virtual std::string library_version() const = 0;
+  // This rank's index among the ranks on its node (MPI_COMM_TYPE_SHARED): its GPU.
+  virtual int local_rank() const = 0;
 
   virtual void Barrier() = 0;
   // Copies `bytes` bytes at `data` from rank `root` to every rank.
   virtual void Broadcast(void* data, size_t bytes, int root) = 0;
+  // The largest `value` over all ranks (MPI_Allreduce with MPI_MAX), on every rank.
+  virtual double Max(double value) = 0;
   // Ends the whole job (every rank) after a fatal error.
   [[noreturn]] virtual void Abort(int code) = 0;
 

@@ -17,9 +17,11 @@
 #include <vector>
 
 #include "bench/bench_util.h"
+#include "bench/p2p/backend_check.h"
 #include "bench/p2p/mpi_job.h"
 #include "bench/p2p/p2p_transport.h"
 #include "runtime/core/deadline.h"
+#include "runtime/core/device_buffer.h"
 #include "runtime/core/logging.h"
 #include "runtime/core/tensor.h"
 #include "world/store_client.h"
@@ -101,18 +103,20 @@ double Seconds(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
 }
 
-void FillPattern(const Tensor& t, int stamp) {
-  float* p = t.data_as<float>();
-  for (int64_t i = 0; i < t.numel(); ++i) p[i] = static_cast<float>((i % 1021) + stamp);
+// Writes the pattern into the first `elems` floats of `buf` (host or GPU memory).
+Status FillPattern(DeviceBuffer& buf, int64_t elems, int stamp) {
+  std::vector<float> host(static_cast<size_t>(elems));
+  for (int64_t i = 0; i < elems; ++i) host[i] = static_cast<float>((i % 1021) + stamp);
+  return buf.CopyFromHost(host.data(), host.size() * sizeof(float));
 }
 
-Status CheckPattern(const Tensor& t, int stamp, const std::string& what) {
-  const float* p = t.data_as<float>();
-  for (int64_t i = 0; i < t.numel(); ++i) {
+// Checks `elems` floats at `p` (host memory) against the pattern.
+Status CheckPattern(const float* p, int64_t elems, int stamp, const std::string& what) {
+  for (int64_t i = 0; i < elems; ++i) {
     float want = static_cast<float>((i % 1021) + stamp);
     if (p[i] != want) {
       return Status(StatusCode::kDataLoss, Fmt("wrong data in %s of %lld floats: element %lld is %g, expected %g",
-                               what.c_str(), static_cast<long long>(t.numel()),
+                               what.c_str(), static_cast<long long>(elems),
                                static_cast<long long>(i), static_cast<double>(p[i]),
                                static_cast<double>(want)));
     }
@@ -122,7 +126,8 @@ Status CheckPattern(const Tensor& t, int stamp, const std::string& what) {
 
 class P2PBench {
  public:
-  P2PBench(P2POptions o, MpiJob& job) : o_(std::move(o)), job_(job), rank_(job.rank()) {}
+  P2PBench(P2POptions o, MpiJob& job)
+      : o_(std::move(o)), job_(job), rank_(job.rank()), nccl_(o_.backend == "nccl") {}
 
   int Run();
 
@@ -141,15 +146,24 @@ class P2PBench {
   static int WarmIters(size_t bytes) {
     return static_cast<int>(std::clamp<size_t>((size_t{8} << 20) / std::max<size_t>(bytes, 1), 2, 10));
   }
-  Tensor View(const Tensor& region, int64_t elems, int64_t offset = 0) const {
-    return Tensor::View(region.data_as<float>() + offset, {elems}, DType::kF32).value();
+  Tensor View(const DeviceBuffer& region, int64_t elems, int64_t offset = 0) const {
+    return Tensor::View(static_cast<float*>(region.data()) + offset, {elems}, DType::kF32,
+                        region.device())
+        .value();
   }
+  // The first `elems` floats of `buf` readable on the host: the buffer itself on the CPU, a copy
+  // (into host_scratch_) of GPU memory.
+  Result<const float*> HostFloats(const DeviceBuffer& buf, int64_t elems);
+  // The variants this backend runs: all five on Gloo; 1 world and N worlds on NCCL.
+  bool Runs(int v) const { return !nccl_ || v == kSingle || v == kMulti; }
   [[noreturn]] void Fail(const std::string& what, const Status& st);
   void Report(const std::vector<SizeResult>& results, double total_s);
+  void ReportNccl(const std::vector<SizeResult>& results, double total_s);
 
   P2POptions o_;
   MpiJob& job_;
   int rank_;
+  const bool nccl_;
   std::vector<int64_t> sizes_;
   std::unique_ptr<StoreServer> server_;
   std::shared_ptr<Store> store_;
@@ -163,7 +177,10 @@ class P2PBench {
   }
   WorldOptions wopts_;       // Gloo TCP worlds (fast path off)
   WorldOptions wopts_shm_;   // fast-path worlds
-  Tensor send_region_, pong_region_, recv_region_, ack_;
+  // Message memory: host for Gloo, the rank's GPU for NCCL.
+  DeviceBuffer send_region_, pong_region_, recv_region_, ack_region_;
+  Tensor ack_;
+  std::vector<float> host_scratch_;
   std::vector<double> idle_init_ms_, idle_remove_ms_;
   double main_init_ms_ = 0;
   double shm_init_ms_ = 0;
@@ -194,12 +211,20 @@ Status P2PBench::Setup() {
     for (int64_t mib : {1, 4, 16}) sizes_.push_back(mib * (1 << 20) / 4);
   }
   int64_t max_elems = *std::max_element(sizes_.begin(), sizes_.end());
-  ARCHI_ASSIGN_OR_RETURN(send_region_, Tensor::Zeros({max_elems}, DType::kF32));
-  ARCHI_ASSIGN_OR_RETURN(pong_region_, Tensor::Zeros({max_elems}, DType::kF32));
+  const Device dev =
+      BenchDevice(nccl_ ? BackendKind::kNccl : BackendKind::kGloo, job_.local_rank());
+  auto alloc = [&](int64_t elems) -> Result<DeviceBuffer> {
+    ARCHI_ASSIGN_OR_RETURN(auto b, DeviceBuffer::Allocate(static_cast<size_t>(elems) * 4, dev));
+    ARCHI_RETURN_IF_ERROR(b.Fill(0));
+    return b;
+  };
+  ARCHI_ASSIGN_OR_RETURN(send_region_, alloc(max_elems));
+  ARCHI_ASSIGN_OR_RETURN(pong_region_, alloc(max_elems));
   int64_t recv_elems = 0;
   for (int64_t s : sizes_) recv_elems = std::max<int64_t>(recv_elems, s * Window(s * 4));
-  ARCHI_ASSIGN_OR_RETURN(recv_region_, Tensor::Zeros({recv_elems}, DType::kF32));
-  ARCHI_ASSIGN_OR_RETURN(ack_, Tensor::Zeros({1}, DType::kF32));
+  ARCHI_ASSIGN_OR_RETURN(recv_region_, alloc(recv_elems));
+  ARCHI_ASSIGN_OR_RETURN(ack_region_, alloc(1));
+  ack_ = View(ack_region_, 1);
 
   // Rendezvous store on rank 0, its address broadcast over MPI.
   char address[256] = {0};
@@ -215,6 +240,10 @@ Status P2PBench::Setup() {
   }
   wopts_ = WorldOptions::FromEnv();
   wopts_.shm = ShmMode::kOff;
+  if (nccl_) {
+    wopts_.backend = BackendKind::kNccl;
+    wopts_.device_index = job_.local_rank();
+  }
   wopts_shm_ = wopts_;
   wopts_shm_.shm = ShmMode::kOn;
   mgr_ = std::make_unique<WorldManager>();
@@ -228,8 +257,10 @@ Status P2PBench::Setup() {
   });
   ARCHI_RETURN_IF_ERROR(mgr_->InitializeWorld(kMainWorld, rank_, 2, store_, wopts_));
   main_init_ms_ = mgr_->GetWorld(kMainWorld).value().init_ms;
-  ARCHI_RETURN_IF_ERROR(mgr_->InitializeWorld(kShmWorld, rank_, 2, store_, wopts_shm_));
-  shm_init_ms_ = mgr_->GetWorld(kShmWorld).value().init_ms;
+  if (!nccl_) {
+    ARCHI_RETURN_IF_ERROR(mgr_->InitializeWorld(kShmWorld, rank_, 2, store_, wopts_shm_));
+    shm_init_ms_ = mgr_->GetWorld(kShmWorld).value().init_ms;
+  }
   char peer_cpus[128] = {0};
   std::snprintf(peer_cpus, sizeof(peer_cpus), "%s", AllowedCpus().c_str());
   job_.Broadcast(peer_cpus, sizeof(peer_cpus), kSender);
@@ -280,7 +311,8 @@ Status P2PBench::MeasureLatency(P2PTransport& tr, int64_t elems, int stamp, Samp
       ARCHI_RETURN_IF_ERROR(tr.Recv(pong, kReceiver, kTagPong));
     }
     double per_iter = Seconds(t0) / warm;
-    ARCHI_RETURN_IF_ERROR(CheckPattern(pong, stamp, "the echo received by rank 1"));
+    ARCHI_ASSIGN_OR_RETURN(const float* echo, HostFloats(pong_region_, elems));
+    ARCHI_RETURN_IF_ERROR(CheckPattern(echo, elems, stamp, "the echo received by rank 1"));
     iters = Iterations(per_iter);
     job_.Broadcast(&iters, sizeof(iters), kSender);
     t0 = Clock::now();
@@ -294,7 +326,10 @@ Status P2PBench::MeasureLatency(P2PTransport& tr, int64_t elems, int stamp, Samp
     for (int i = 0; i < warm; ++i) {
       ARCHI_RETURN_IF_ERROR(tr.Recv(pong, kSender, kTagPing));
       ARCHI_RETURN_IF_ERROR(tr.Send(pong, kSender, kTagPong));
-      if (i == 0) ARCHI_RETURN_IF_ERROR(CheckPattern(pong, stamp, "the message received by rank 0"));
+      if (i == 0) {
+        ARCHI_ASSIGN_OR_RETURN(const float* got, HostFloats(pong_region_, elems));
+        ARCHI_RETURN_IF_ERROR(CheckPattern(got, elems, stamp, "the message received by rank 0"));
+      }
     }
     job_.Broadcast(&iters, sizeof(iters), kSender);
     for (int i = 0; i < iters; ++i) {
@@ -336,8 +371,10 @@ Status P2PBench::MeasureBandwidth(P2PTransport& tr, int64_t elems, int stamp, Sa
   } else {
     ARCHI_RETURN_IF_ERROR(tr.RecvBatch(bufs, window, kSender, kTagData));
     ARCHI_RETURN_IF_ERROR(tr.Send(ack_, kSender, kTagAck));
+    ARCHI_ASSIGN_OR_RETURN(const float* got, HostFloats(recv_region_, window * elems));
     for (int i = 0; i < window; ++i) {
-      ARCHI_RETURN_IF_ERROR(CheckPattern(bufs[i], stamp, "a streamed message received by rank 0"));
+      ARCHI_RETURN_IF_ERROR(CheckPattern(got + i * elems, elems, stamp,
+                                         "a streamed message received by rank 0"));
     }
     job_.Broadcast(&msgs, sizeof(msgs), kSender);
     for (int got = 0; got < msgs; got += window) {
@@ -383,7 +420,12 @@ int P2PBench::Run() {
         // Rotate the order per repetition and size so no variant always runs first or last.
         const int v = (k + rep + static_cast<int>(si)) % kVariants;
         ++stamp;
-        if (rank_ == kSender) FillPattern(View(send_region_, r.elems), stamp % 4096);
+        if (!Runs(v)) continue;
+        if (rank_ == kSender) {
+          if (Status st = FillPattern(send_region_, r.elems, stamp % 4096); !st.ok()) {
+            Fail("writing the message", st);
+          }
+        }
         if (IsMulti(v)) {
           idle_shm_ = v == kShmMulti;
           if (Status st = CreateIdleWorlds(); !st.ok()) Fail("creating the idle worlds", st);
@@ -409,7 +451,15 @@ int P2PBench::Run() {
         r.samples[v].push_back({vals[0], vals[1], vals[2], vals[3]});
       }
     }
-    if (rank_ == 0) {
+    if (rank_ == 0 && nccl_) {
+      std::printf("[p2p nccl] %2zu/%zu %10zu B (%9s): lat us  1w %9.2f  %dw %9.2f | GB/s  1w "
+                  "%8.4f  %dw %8.4f | %dw/1w lat %.3f  GB/s %.3f\n",
+                  si + 1, sizes_.size(), r.bytes, FormatBytes(static_cast<double>(r.bytes)).c_str(),
+                  r.Lat(kSingle), o_.idle_worlds + 1, r.Lat(kMulti), r.Bw(kSingle),
+                  o_.idle_worlds + 1, r.Bw(kMulti), o_.idle_worlds + 1,
+                  r.Lat(kMulti) / r.Lat(kSingle), r.Bw(kMulti) / r.Bw(kSingle));
+      std::fflush(stdout);
+    } else if (rank_ == 0) {
       std::printf("[p2p] %2zu/%zu %10zu B (%9s): lat us  1w %9.1f  %dw %9.1f  shm %7.2f  MPI %8.2f "
                   "| GB/s  1w %7.4f  %dw %7.4f  shm %7.4f  MPI %7.4f | shm/MPI lat %.2f  GB/s %.3f "
                   "| %dw/1w lat %.3f  GB/s %.3f\n",
@@ -425,7 +475,7 @@ int P2PBench::Run() {
   const double total_s = Seconds(t_start);
 
   tearing_down_ = true;  // the peer's removal may break the world here: expected
-  if (Status st = mgr_->RemoveWorld(kShmWorld); !st.ok()) {
+  if (Status st = nccl_ ? Status::Ok() : mgr_->RemoveWorld(kShmWorld); !st.ok()) {
     std::fprintf(stderr, "archi-bench p2p: rank %d: RemoveWorld(%s): %s\n", rank_, kShmWorld,
                  st.ToString().c_str());
   }
@@ -437,10 +487,59 @@ int P2PBench::Run() {
   mgr_.reset();
   job_.Barrier();  // rank 1 is done with the store before rank 0 stops serving it
   if (rank_ == 0) {
-    Report(results, total_s);
+    if (nccl_) {
+      ReportNccl(results, total_s);
+    } else {
+      Report(results, total_s);
+    }
     server_.reset();
   }
   return 0;
+}
+
+Result<const float*> P2PBench::HostFloats(const DeviceBuffer& buf, int64_t elems) {
+  if (buf.device().is_cpu()) return static_cast<const float*>(buf.data());
+  host_scratch_.resize(static_cast<size_t>(elems));
+  ARCHI_RETURN_IF_ERROR(buf.CopyToHost(host_scratch_.data(), host_scratch_.size() * sizeof(float)));
+  return static_cast<const float*>(host_scratch_.data());
+}
+
+// The NCCL run's report: 1 world vs N worlds, both on NCCL with GPU tensors.
+void P2PBench::ReportNccl(const std::vector<SizeResult>& results, double total_s) {
+  const int nw = o_.idle_worlds + 1;
+  const std::string multi = std::to_string(nw) + "w";
+  MarkdownTable table({"bytes", "1w lat us", "1w GB/s", multi + " lat us", multi + " GB/s",
+                       multi + "/1w lat", multi + "/1w GB/s"},
+                      std::vector<bool>(7, true));
+  std::string csv = "bytes,elems,single_lat_us,single_gbps,multi_lat_us,multi_gbps,window,reps\n";
+  for (const auto& r : results) {
+    double l1 = r.Lat(kSingle), lm = r.Lat(kMulti), b1 = r.Bw(kSingle), bm = r.Bw(kMulti);
+    table.AddRow({std::to_string(r.bytes), Fmt("%.2f", l1), Fmt("%.4f", b1), Fmt("%.2f", lm),
+                  Fmt("%.4f", bm), Fmt("%.3f", lm / l1), Fmt("%.3f", bm / b1)});
+    csv += Fmt("%zu,%lld,%.3f,%.6f,%.3f,%.6f,%d,%zu\n", r.bytes, static_cast<long long>(r.elems),
+               l1, b1, lm, bm, r.window, r.samples[kSingle].size());
+  }
+  const MachineInfo m = GetMachineInfo();
+  std::string md = "# archi-bench p2p --backend nccl\n\n";
+  md += "- date: " + NowUtc() + "\n";
+  md += "- machine: " + DescribeMachine(m) + "\n";
+  md += "- command (rank 0, under `mpirun -np 2`): `" + JoinArgs(o_.command) + "`\n";
+  md += Fmt("- run time: %.1f s; %d repetitions per measurement (median reported)\n", total_s,
+            o_.reps);
+  md += "- worlds on NCCL, tensors on the GPU of each rank's local rank; `" + multi +
+        "` = the measured world plus " + std::to_string(o_.idle_worlds) +
+        " idle NCCL worlds; latency = ping-pong round trip / 2; every op waited for on the "
+        "host\n\n";
+  md += table.ToString();
+  std::printf("\n%s", md.c_str());
+  std::fflush(stdout);
+  const std::string& out = o_.out_dir;
+  for (const Status& st : {MakeDirs(out), WriteFile(out + "/p2p_nccl.md", md),
+                           WriteFile(out + "/p2p_nccl.csv", csv)}) {
+    if (!st.ok()) std::fprintf(stderr, "archi-bench p2p: %s\n", st.ToString().c_str());
+  }
+  std::printf("\n[p2p] wrote %s/{p2p_nccl.md,p2p_nccl.csv}\n", out.c_str());
+  std::fflush(stdout);
 }
 
 void P2PBench::Report(const std::vector<SizeResult>& results, double total_s) {
@@ -652,6 +751,16 @@ int RunP2P(P2POptions options, int* argc, char*** argv) {
   if (!job.ok()) {
     std::fprintf(stderr, "archi-bench p2p: %s\n", job.status().ToString().c_str());
     return 2;
+  }
+  auto kind = ParseBackend(options.backend);
+  if (!kind.ok()) {
+    std::fprintf(stderr, "archi-bench p2p: %s\n", kind.status().ToString().c_str());
+    return 2;
+  }
+  if (std::string why = AgreeOnSkip(**job, BackendUnavailableReason(*kind, (*job)->local_rank()));
+      !why.empty()) {
+    if ((*job)->rank() == 0) std::printf("%s\n", SkipLine("p2p", why).c_str());
+    return 0;
   }
   if ((*job)->size() != 2) {
     if ((*job)->rank() == 0) {

@@ -11,6 +11,10 @@
 // Output (rank 0): a markdown table on stdout and in OUT/p2p.md, OUT/p2p.csv (one row per size),
 // OUT/p2p_raw.csv (every repetition), OUT/p2p.png and OUT/p2p_latency.png (gnuplot, log-log).
 // Timings are reported, never asserted.
+//
+// --backend nccl: the worlds run on NCCL with the tensors on the GPU (device = the rank's local
+// rank on its node), variants `1 world` and `4 worlds` only (no shared-memory or MPI column:
+// Open MPI here moves host memory). Without a usable GPU it prints one "skipped" line, exit 0.
 #pragma once
 
 #include <cstdint>
@@ -21,6 +25,8 @@ namespace archi::bench {
 
 struct P2POptions {
   std::string out_dir = "docs/bench";
+  // "gloo" (CPU tensors) or "nccl" (GPU tensors).
+  std::string backend = "gloo";
   // A smoke run: 3 sizes, 1 repetition, a few iterations.
   bool quick = false;
   // Time one measurement (one variant, one size, latency or bandwidth) aims at.
