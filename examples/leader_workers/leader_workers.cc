@@ -1,7 +1,8 @@
 // Leader with N workers, one world per (leader, worker) pair.
 //
-//   mpirun --allow-run-as-root --oversubscribe --enable-recovery \
+//   mpirun --allow-run-as-root --oversubscribe --enable-recovery
 //          --mca orte_abort_on_non_zero_status 0 -np 4 archi-leader-workers --duration-s 10
+//   (one command line)
 //
 // MPI only starts the processes and hands rank 0's store address to the others; it is finalised
 // right after, so a dying worker never takes the job down. Rank 0 is the leader: it hosts the
