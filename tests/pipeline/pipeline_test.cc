@@ -363,7 +363,15 @@ TEST_F(PipelineTest, RequestsWaitForAStageWithNoReplica) {
   pb::EmbedResponse resp;
   auto st = Embed(*c, req, &resp, 400);
   EXPECT_EQ(st.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
-  EXPECT_EQ(AdminStatus(*c).deadline_exceeded(), 1u);
+  // The client's own timer and the frontend's deadline thread fire at about the same instant:
+  // wait (bounded) for the frontend to have answered and counted it.
+  uint64_t answered = 0;
+  for (int i = 0; i < 40 && answered == 0; ++i) {
+    answered = AdminStatus(*c).deadline_exceeded();
+    if (answered == 0) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  EXPECT_EQ(answered, 1u);
+  EXPECT_EQ(AdminStatus(*c).pending(), 0u);
 }
 
 // A free TCP port on 127.0.0.1 (bound and released: a small race, fine for a test).
@@ -559,12 +567,8 @@ TEST_F(PipelineTest, MalformedAndLateRequests) {
   ok.mutable_ids()->add_ids(5);
   ok.mutable_ids()->add_ids(6);
   pb::EmbedResponse resp;
-  const auto t0 = std::chrono::steady_clock::now();
   auto st = Embed(*c, ok, &resp, 200);
-  const double ms =
-      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
   EXPECT_EQ(st.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
-  EXPECT_LT(ms, 1500);
   // The pipeline is fine afterwards: the late result is dropped, the next request is answered.
   st = Embed(*c, ok, &resp, 20'000);
   EXPECT_TRUE(st.ok()) << st.error_message();
@@ -572,6 +576,9 @@ TEST_F(PipelineTest, MalformedAndLateRequests) {
   const auto s = AdminStatus(*c);
   EXPECT_EQ(s.rejected(), 7u);
   EXPECT_EQ(s.completed(), 1u);
+  // The frontend itself answered the late request (not only the client's timer), and its result,
+  // which came back later, was dropped as a duplicate.
+  EXPECT_EQ(s.deadline_exceeded(), 1u);
   EXPECT_EQ(s.pending(), 0u);
 }
 
