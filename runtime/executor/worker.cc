@@ -8,6 +8,7 @@
 #include <thread>
 
 #include "runtime/core/logging.h"
+#include "runtime/executor/ready_file.h"
 #include "world/store_client.h"
 
 namespace archi::executor {
@@ -231,13 +232,8 @@ Status StageWorker::Run() {
                               {"stage", options_.stage},
                               {"ready_unix_ms", m->ready_unix_ms},
                               {"metrics", metrics_->address()}};
-          const std::string tmp = options_.ready_file + ".tmp";
-          {
-            std::ofstream f(tmp);
-            f << j.dump() << "\n";
-          }
-          if (std::rename(tmp.c_str(), options_.ready_file.c_str()) != 0) {
-            ARCHI_LOG_WARN("worker {}: cannot write {}", options_.id, options_.ready_file);
+          if (Status st = WriteFileAtomically(options_.ready_file, j.dump()); !st.ok()) {
+            ARCHI_LOG_WARN("worker {}: {}", options_.id, st.ToString());
           }
           ready_written = true;
           ARCHI_LOG_INFO("worker {}: ready", options_.id);

@@ -16,6 +16,7 @@
 #include "archi/config.h"
 #include "proto/inference.grpc.pb.h"
 #include "runtime/core/logging.h"
+#include "runtime/executor/ready_file.h"
 #include "runtime/executor/tools/worker_process.h"
 #include "runtime/frontend/frontend.h"
 
@@ -102,14 +103,7 @@ void PrintExit(int rank, int code) {
 }
 
 Status WriteReadyFile(const std::string& path, const nlohmann::json& j) {
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream f(tmp);
-    f << j.dump() << "\n";
-    if (!f) return InternalError("cannot write " + tmp);
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) return InternalError("cannot write " + path);
-  return Status::Ok();
+  return WriteFileAtomically(path, j.dump());
 }
 
 // Drains every worker, stage 0 first (so what is in flight flows out through stages still

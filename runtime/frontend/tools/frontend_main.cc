@@ -15,6 +15,7 @@
 #include <nlohmann/json.hpp>
 
 #include "runtime/core/logging.h"
+#include "runtime/executor/ready_file.h"
 #include "runtime/frontend/frontend.h"
 
 int main(int argc, char** argv) {
@@ -54,13 +55,8 @@ int main(int argc, char** argv) {
                         {"pid", getpid()},
                         {"pipeline", (*fe)->pipeline()},
                         {"metrics", (*fe)->metrics_address()}};
-    const std::string tmp = ready_file + ".tmp";
-    {
-      std::ofstream f(tmp);
-      f << j.dump() << "\n";
-    }
-    if (std::rename(tmp.c_str(), ready_file.c_str()) != 0) {
-      std::fprintf(stderr, "archi-frontend: cannot write %s\n", ready_file.c_str());
+    if (archi::Status st = archi::executor::WriteFileAtomically(ready_file, j.dump()); !st.ok()) {
+      std::fprintf(stderr, "archi-frontend: %s\n", st.ToString().c_str());
       return 1;
     }
   }
