@@ -68,8 +68,9 @@ class PipelineTest : public ::testing::Test {
     delete root_;
   }
 
-  // Writes a plan and starts a cluster with `replicas` workers per stage.
-  std::unique_ptr<LocalCluster> StartCluster(
+  // Writes the plan of pipeline `name` (stages ending at `stages_end`) into its own directory and
+  // returns the cluster options for it, with `replicas` workers per stage.
+  static LocalClusterOptions PlanCluster(
       const std::string& name, std::vector<int> stages_end, std::vector<int> replicas,
       int max_batch = 8, int64_t extra_compute_ms = 0, int64_t default_timeout_ms = 20'000,
       std::vector<std::pair<std::string, std::string>> env = {}) {
@@ -94,6 +95,16 @@ class PipelineTest : public ::testing::Test {
     if (extra_compute_ms > 0) {
       o.extra_worker_args = {"--extra-compute-ms", std::to_string(extra_compute_ms)};
     }
+    return o;
+  }
+
+  // PlanCluster, then starts it (every worker ready). nullptr (and a test failure) otherwise.
+  std::unique_ptr<LocalCluster> StartCluster(
+      const std::string& name, std::vector<int> stages_end, std::vector<int> replicas,
+      int max_batch = 8, int64_t extra_compute_ms = 0, int64_t default_timeout_ms = 20'000,
+      std::vector<std::pair<std::string, std::string>> env = {}) {
+    LocalClusterOptions o = PlanCluster(name, std::move(stages_end), std::move(replicas), max_batch,
+                                        extra_compute_ms, default_timeout_ms, std::move(env));
     auto cluster = LocalCluster::Start(o);
     EXPECT_TRUE(cluster.ok()) << cluster.status();
     if (!cluster.ok()) return nullptr;
@@ -398,15 +409,8 @@ TEST_F(PipelineTest, WorkersSurviveAFrontendRestart) {
                                         .args = {"--listen", store_addr},
                                         .log_path = (dir / "store.log").string()});
   ASSERT_TRUE(store.ok()) << store.status();
-  std::this_thread::sleep_for(std::chrono::milliseconds(300));
-  std::ofstream plan(dir / "plan.yaml");
-  plan << "pipeline: restart\nmodel: " << (*root_ / "model").string()
-       << "\nstages:\n  - layers: [0, 3]\n  - layers: [3, 6]\n";
-  plan.close();
-  LocalClusterOptions o;
-  o.plan_path = (dir / "plan.yaml").string();
-  o.work_dir = dir.string();
-  o.replicas = {1, 1};
+  // (The frontend's store client waits, bounded, for archi-store to accept connections.)
+  LocalClusterOptions o = PlanCluster("restart", {3, 6}, {1, 1});
   o.extra_frontend_args = {"--store", store_addr};
   auto c = LocalCluster::Start(o);
   ASSERT_TRUE(c.ok()) << c.status();
@@ -489,15 +493,7 @@ double Sample(const std::string& text, const std::string& name,
 // Prometheus /metrics of the frontend and of a worker count what happened.
 TEST_F(PipelineTest, MetricsCountRequests) {
   const fs::path dir = *root_ / "metrics";
-  fs::create_directories(dir);
-  std::ofstream plan(dir / "plan.yaml");
-  plan << "pipeline: metrics\nmodel: " << (*root_ / "model").string()
-       << "\nstages:\n  - layers: [0, 3]\n  - layers: [3, 6]\n";
-  plan.close();
-  LocalClusterOptions o;
-  o.plan_path = (dir / "plan.yaml").string();
-  o.work_dir = dir.string();
-  o.replicas = {1, 1};
+  LocalClusterOptions o = PlanCluster("metrics", {3, 6}, {1, 1});
   o.extra_frontend_args = {"--metrics-listen", "127.0.0.1:0"};
   o.extra_worker_args = {"--metrics-listen", "127.0.0.1:0"};
   auto c = LocalCluster::Start(o);
