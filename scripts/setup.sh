@@ -10,7 +10,7 @@ PACKAGES=(
   libspdlog-dev libcli11-dev libgtest-dev libgmock-dev libbenchmark-dev
   nlohmann-json3-dev libyaml-cpp-dev prometheus-cpp-dev
   libopenblas-dev libdnnl-dev libutf8proc-dev clang-14 libclang-rt-14-dev
-  gnuplot-nox procps iproute2 python3-venv
+  gnuplot-nox libgsl-dev procps iproute2 python3-venv
 )
 
 missing=()
