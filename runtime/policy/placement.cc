@@ -107,9 +107,9 @@ double ReusableBytes(const LoadedWeights& w, const TargetSlot& slot,
     const int lo = std::max(r.begin, slot.layers.begin);
     const int hi = std::min(r.end, slot.layers.end);
     for (int layer = lo; layer < hi; ++layer) {
-      bytes += layer_bytes.empty() ? 1.0
+      bytes += layer_bytes.empty()                            ? 1.0
                : layer < static_cast<int>(layer_bytes.size()) ? layer_bytes[layer]
-                                                             : 0.0;
+                                                              : 0.0;
     }
   }
   return bytes;
@@ -136,8 +136,8 @@ Placement PlaceMinDataMovement(const PlacementInput& in) {
   }
   std::vector<std::vector<double>> weight(nw, std::vector<double>(ns));
   for (int w = 0; w < nw; ++w) {
-    for (int s = 0; s < ns; ++s) weight[w][s] = ReusableBytes(in.workers[w], in.slots[s],
-                                                              in.layer_bytes);
+    for (int s = 0; s < ns; ++s)
+      weight[w][s] = ReusableBytes(in.workers[w], in.slots[s], in.layer_bytes);
   }
   const Assignment a = MaxWeightAssignment(weight);
   for (int w = 0; w < nw; ++w) {

@@ -65,18 +65,18 @@ struct PlacementInput {
 };
 
 struct SlotAssignment {
-  int slot = 0;          // index into PlacementInput::slots
-  WorkerId worker;       // empty when the slot could not be filled (fewer workers than slots)
-  double reused = 0;     // bytes of the slot's layers the worker already holds
-  double to_load = 0;    // bytes it must fetch (the whole slot when it stays empty)
+  int slot = 0;        // index into PlacementInput::slots
+  WorkerId worker;     // empty when the slot could not be filled (fewer workers than slots)
+  double reused = 0;   // bytes of the slot's layers the worker already holds
+  double to_load = 0;  // bytes it must fetch (the whole slot when it stays empty)
   friend bool operator==(const SlotAssignment&, const SlotAssignment&) = default;
 };
 
 struct Placement {
-  std::vector<SlotAssignment> slots;       // one per slot, in slot order
-  std::vector<WorkerId> unused;            // workers given no slot, in input order
-  double reused = 0;                       // total bytes reused
-  double to_load = 0;                      // total bytes to fetch (filled slots only)
+  std::vector<SlotAssignment> slots;  // one per slot, in slot order
+  std::vector<WorkerId> unused;       // workers given no slot, in input order
+  double reused = 0;                  // total bytes reused
+  double to_load = 0;                 // total bytes to fetch (filled slots only)
   friend bool operator==(const Placement&, const Placement&) = default;
 };
 
