@@ -1,0 +1,48 @@
+// Performance model of the simulator: how long a stage takes to serve a batch, and how long a
+// batch's activations take to move from one stage to the next.
+//
+//   constant   every stage takes `stage_ms` per batch regardless of its size (tests, calibration
+//              against one measured number)
+//   profile    a SpotServe latency profile (data README 3.5): with `stages` stages the layers
+//              are split as evenly as possible (the first stages take the remainder); stage s
+//              serving a batch of b requests of `output_len` generated tokens takes
+//                (layers_s * (init[tp][b] + output_len * incr[tp][b]) + embed[b] on the first and
+//                 the last stage) * final_fix_factor
+//              and a hand-over between stages (pp_init_comm + output_len * pp_incr_comm) *
+//              final_fix_factor. Summed over the stages this is SpotServe's own estimate with one
+//              micro-batch. Batch sizes between the profiled 1, 2, 4, 8 are interpolated
+//              linearly; above 8 is an error.
+//   harmony    a HarmonyBatch model (data README 4.1): the whole model takes l1 * b + l2 seconds
+//              on a full GPU (stretched by G / gpu_gb on a slice) or the CPU formula at `vcpus`,
+//              split evenly over the stages; no transfer time.
+//
+// The table is computed once (Build); lookups in the hot path are array reads.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "bench/sim/traces.h"
+#include "runtime/core/status.h"
+
+namespace archi::sim {
+
+struct PerfModel {
+  std::string description;
+  // stage_ms[s][b - 1]: stage s serving a batch of b (1..max_batch).
+  std::vector<std::vector<double>> stage_ms;
+  double transfer_ms = 0;
+
+  double StageMs(int stage, int batch) const { return stage_ms[stage][batch - 1]; }
+  // Sum over the stages of a batch of b plus the hand-overs: the unloaded end-to-end latency.
+  double PipelineMs(int batch) const;
+
+  static PerfModel Constant(int stages, int max_batch, double stage_ms, double transfer_ms);
+  static Result<PerfModel> FromProfile(const LatencyProfile& p, int stages, int max_batch, int tp,
+                                       int output_len);
+  // device "gpu" (gpu_gb of the GPU; 0 = all) or "cpu" (vcpus).
+  static Result<PerfModel> FromHarmony(const HarmonyModel& m, int stages, int max_batch,
+                                       const std::string& device, double gpu_gb, double vcpus);
+};
+
+}  // namespace archi::sim

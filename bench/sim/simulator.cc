@@ -1,0 +1,892 @@
+#include "bench/sim/simulator.h"
+
+#include <algorithm>
+#include <cmath>
+#include <queue>
+#include <unordered_map>
+
+namespace archi::sim {
+
+namespace {
+
+using policy::ReplicaState;
+
+// A FIFO of indices over one vector that only grows (amortised: no allocation once warm).
+class Ring {
+ public:
+  bool empty() const { return size_ == 0; }
+  size_t size() const { return size_; }
+  void push(uint32_t v) {
+    if (size_ == buf_.size()) Grow();
+    buf_[(head_ + size_) & (buf_.size() - 1)] = v;
+    ++size_;
+  }
+  uint32_t pop() {
+    uint32_t v = buf_[head_];
+    head_ = (head_ + 1) & (buf_.size() - 1);
+    --size_;
+    return v;
+  }
+
+ private:
+  void Grow() {
+    std::vector<uint32_t> n(buf_.empty() ? 16 : buf_.size() * 2);
+    for (size_t i = 0; i < size_; ++i) n[i] = buf_[(head_ + i) & (buf_.size() - 1)];
+    buf_.swap(n);
+    head_ = 0;
+  }
+  std::vector<uint32_t> buf_;
+  size_t head_ = 0, size_ = 0;
+};
+
+// Log-bucketed histogram of positive values (ms): bucket i holds [kBase g^i, kBase g^(i+1)).
+class LogHist {
+ public:
+  explicit LogHist(double growth) : log_g_(std::log(growth)), g_(growth) {
+    counts_.assign(static_cast<size_t>(std::ceil(std::log(kTop / kBase) / log_g_)) + 1, 0);
+  }
+  void Add(double v) {
+    size_t i = v <= kBase ? 0
+                          : std::min(counts_.size() - 1,
+                                     static_cast<size_t>(std::log(v / kBase) / log_g_));
+    ++counts_[i];
+    lo_ = std::min(lo_, i);
+    hi_ = std::max(hi_, i);
+    ++n_;
+  }
+  uint64_t count() const { return n_; }
+  // Nearest-rank quantile, reported as the bucket's geometric middle (within sqrt(g) of truth).
+  double Quantile(double q) const {
+    if (n_ == 0) return 0;
+    uint64_t rank = std::max<uint64_t>(1, static_cast<uint64_t>(std::ceil(q * static_cast<double>(n_))));
+    uint64_t seen = 0;
+    for (size_t i = lo_; i <= hi_; ++i) {
+      seen += counts_[i];
+      if (seen >= rank) return kBase * std::pow(g_, static_cast<double>(i) + 0.5);
+    }
+    return kBase * std::pow(g_, static_cast<double>(hi_) + 0.5);
+  }
+  void Reset() {
+    if (n_ == 0) return;
+    std::fill(counts_.begin() + lo_, counts_.begin() + hi_ + 1, 0);
+    lo_ = SIZE_MAX;
+    hi_ = 0;
+    n_ = 0;
+  }
+
+ private:
+  static constexpr double kBase = 1e-3, kTop = 1e10;
+  double log_g_, g_;
+  std::vector<uint64_t> counts_;
+  size_t lo_ = SIZE_MAX, hi_ = 0;
+  uint64_t n_ = 0;
+};
+
+enum class EvType : uint8_t {
+  kArrival,
+  kStageArrive,  // a = request, b = stage
+  kServiceDone,  // a = replica slot, b = generation
+  kJoinDone,     // a = replica slot, b = generation
+  kNodeEvents,   // a = first trace event index of a timestamp
+  kWarn,         // a = trace event index (a removal)
+  kDecision,     // a = token (0: membership-triggered)
+  kInterval,
+};
+
+struct Ev {
+  double t;
+  uint64_t seq;
+  EvType type;
+  uint32_t a;
+  uint32_t b;
+};
+struct Later {
+  bool operator()(const Ev& x, const Ev& y) const {
+    return x.t > y.t || (x.t == y.t && x.seq > y.seq);
+  }
+};
+
+}  // namespace
+
+NodeTrace ScaleTrace(const NodeTrace& trace, int k) {
+  if (k <= 1) return trace;
+  NodeTrace out = trace;
+  out.events.clear();
+  out.events.reserve(trace.events.size() * static_cast<size_t>(k));
+  for (const NodeEvent& e : trace.events) {
+    for (int i = 0; i < k; ++i) out.events.push_back({e.time_ms, e.op, e.node + "." + std::to_string(i)});
+  }
+  return out;
+}
+
+struct Simulator::Impl {
+  enum class RState : uint8_t { kFree, kJoining, kReady, kDraining };
+
+  struct Req {
+    double arrival = 0, deadline = 0, stage_arrival = 0;
+    int32_t stage = 0;
+  };
+  struct Rep {
+    int node = -1;
+    int stage = -1;
+    RState state = RState::kFree;
+    uint32_t gen = 0;
+    Ring queue;
+    std::vector<uint32_t> batch;
+    bool busy = false;
+    double busy_start = 0;
+    double busy_ms_win = 0;
+    uint64_t done_win = 0;
+  };
+  struct StageRt {
+    std::vector<int> ready;  // replica slots taking traffic
+    Ring pending;            // requests waiting for a ready replica
+    LogHist hist{1.05};      // time at the stage, current window
+    uint64_t done_win = 0;
+  };
+  struct Node {
+    std::string id;
+    bool present = false;
+    bool warned = false;
+    int rep = -1;
+  };
+
+  SimOptions o;
+  PerfModel model;
+  NodeTrace trace;
+  ArrivalSpec arrivals;
+  const policy::Policy* policy;
+
+  std::mt19937_64 rng_arrival, rng_route, rng_noise;
+  std::optional<Sampler> gap_sampler, noise_sampler;
+
+  std::priority_queue<Ev, std::vector<Ev>, Later> heap;
+  uint64_t seq = 0;
+
+  std::vector<Req> reqs;
+  std::vector<uint32_t> free_reqs;
+  uint64_t in_system = 0;
+  std::vector<Rep> reps;
+  std::vector<int> free_reps;
+  std::vector<StageRt> stages;
+  std::vector<Node> nodes;
+  std::unordered_map<std::string, int> node_by_id;
+  int present = 0;
+  int counts[4] = {0, 0, 0, 0};  // replicas by RState
+
+  // What the policy sees, kept up to date incrementally (rebuilding it for 10,000 workers at
+  // every decision would dominate the run); slots[s][i] is the replica behind
+  // state.stages[s].replicas[i] and metrics.stages[s].replicas[i].
+  policy::ClusterState state;
+  policy::ClusterMetrics metrics;
+  std::vector<std::vector<int>> slots;
+  policy::Forecast forecast;
+  uint64_t decision_token = 0;
+  bool membership_decision_pending = false;
+  double window_start = 0;
+  uint64_t arrived_win = 0;
+  LogHist e2e_win{1.05};
+
+  // Arrivals.
+  size_t next_arrival_index = 0;
+  size_t arrivals_made = 0;
+  double arrival_end = 0;
+  bool arrivals_done = false;
+
+  // Accounting.
+  SimResult r;
+  LogHist e2e{1.01};
+  LogHist e2e_interval{1.01};
+  double latency_sum = 0;
+  double node_ms = 0, last_count_change = 0;
+  IntervalRow cur;  // counters of the current interval
+  double slo = 0;
+
+  void Push(double t, EvType type, uint32_t a = 0, uint32_t b = 0) {
+    heap.push(Ev{t, seq++, type, a, b});
+  }
+
+  void Log(double t, const char* kind, int stage, const std::string& worker, std::string reason = {}) {
+    r.reconfigs[kind]++;
+    r.log.push_back({t, kind, stage, worker, std::move(reason)});
+  }
+
+  // --- requests ---------------------------------------------------------------------------
+
+  uint32_t AllocReq() {
+    ++in_system;
+    if (!free_reqs.empty()) {
+      uint32_t i = free_reqs.back();
+      free_reqs.pop_back();
+      return i;
+    }
+    reqs.emplace_back();
+    return static_cast<uint32_t>(reqs.size() - 1);
+  }
+  void FreeReq(uint32_t i) {
+    --in_system;
+    free_reqs.push_back(i);
+  }
+  void TimedOut(uint32_t i) {
+    ++r.timed_out;
+    ++cur.timed_out;
+    FreeReq(i);
+  }
+
+  void Finish(uint32_t i, double now) {
+    const Req& q = reqs[i];
+    if (now > q.deadline) {
+      TimedOut(i);
+      return;
+    }
+    double lat = now - q.arrival;
+    ++r.served;
+    ++cur.served;
+    e2e.Add(lat);
+    e2e_interval.Add(lat);
+    e2e_win.Add(lat);
+    latency_sum += lat;
+    r.max_ms = std::max(r.max_ms, lat);
+    if (lat <= slo) {
+      ++r.within_slo;
+      ++cur.within_slo;
+    }
+    if (o.record_latencies) r.latencies.push_back(lat);
+    FreeReq(i);
+  }
+
+  // Sends request i to a ready replica of `stage` (power of two choices), or holds it.
+  void Route(uint32_t i, int stage, double now) {
+    Req& q = reqs[i];
+    q.stage = stage;
+    q.stage_arrival = now;
+    StageRt& st = stages[stage];
+    if (st.ready.empty()) {
+      st.pending.push(i);
+      return;
+    }
+    int slot = st.ready[0];
+    const size_t n = st.ready.size();
+    if (n > 1) {
+      size_t a = rng_route() % n, b = rng_route() % (n - 1);
+      if (b >= a) ++b;
+      const Rep& ra = reps[st.ready[a]];
+      const Rep& rb = reps[st.ready[b]];
+      size_t la = ra.queue.size() + ra.batch.size(), lb = rb.queue.size() + rb.batch.size();
+      slot = lb < la ? st.ready[b] : st.ready[a];
+    }
+    Rep& rep = reps[slot];
+    rep.queue.push(i);
+    if (!rep.busy) StartBatch(slot, now);
+  }
+
+  void StartBatch(int slot, double now) {
+    Rep& rep = reps[slot];
+    while (rep.batch.size() < static_cast<size_t>(o.max_batch) && !rep.queue.empty()) {
+      uint32_t i = rep.queue.pop();
+      if (reqs[i].deadline < now) {
+        TimedOut(i);
+      } else {
+        rep.batch.push_back(i);
+      }
+    }
+    if (rep.batch.empty()) {
+      rep.busy = false;
+      if (rep.state == RState::kDraining && !nodes[rep.node].warned) FinishDrain(slot, now);
+      return;
+    }
+    rep.busy = true;
+    rep.busy_start = now;
+    double d = model.StageMs(rep.stage, static_cast<int>(rep.batch.size()));
+    if (noise_sampler) d *= (*noise_sampler)(rng_noise);
+    Push(now + d, EvType::kServiceDone, static_cast<uint32_t>(slot), rep.gen);
+  }
+
+  void ServiceDone(int slot, uint32_t gen, double now) {
+    Rep& rep = reps[slot];
+    if (rep.gen != gen || !rep.busy) return;  // the node was removed meanwhile
+    rep.busy_ms_win += now - std::max(rep.busy_start, window_start);
+    StageRt& st = stages[rep.stage];
+    const int last = o.stages - 1;
+    const int stage = rep.stage;
+    for (uint32_t i : rep.batch) st.hist.Add(now - reqs[i].stage_arrival);
+    st.done_win += rep.batch.size();
+    rep.done_win += rep.batch.size();
+    // Hand the batch on; copy out first (Route may touch this replica's vectors only via
+    // other stages, but keep the loop independent of that).
+    for (uint32_t i : rep.batch) {
+      if (stage == last) {
+        Finish(i, now);
+      } else if (model.transfer_ms > 0) {
+        Push(now + model.transfer_ms, EvType::kStageArrive, i, static_cast<uint32_t>(stage + 1));
+      } else {
+        Route(i, stage + 1, now);
+      }
+    }
+    reps[slot].batch.clear();
+    reps[slot].busy = false;
+    StartBatch(slot, now);
+  }
+
+  // --- replicas and the policy's view ---------------------------------------------------
+
+  static ReplicaState ViewState(RState s) {
+    return s == RState::kJoining ? ReplicaState::kJoining
+           : s == RState::kReady ? ReplicaState::kReady
+                                 : ReplicaState::kDraining;
+  }
+
+  policy::Worker MakeWorker(const Node& n) const {
+    policy::Worker w;
+    w.id = n.id;
+    w.host = n.id;
+    w.kind = o.instance_kind;
+    w.capacity = 1.0;
+    w.price_per_hour = o.price_per_hour;
+    return w;
+  }
+
+  void AddIdle(int node) { state.idle.push_back(MakeWorker(nodes[node])); }
+  void RemoveIdle(int node) {
+    auto& idle = state.idle;
+    auto it = std::find_if(idle.begin(), idle.end(),
+                           [&](const policy::Worker& w) { return w.id == nodes[node].id; });
+    if (it != idle.end()) idle.erase(it);
+  }
+
+  size_t ViewPos(int slot) const {
+    const auto& v = slots[reps[slot].stage];
+    return static_cast<size_t>(std::find(v.begin(), v.end(), slot) - v.begin());
+  }
+
+  void SetState(int slot, RState s, double now) {
+    Rep& rep = reps[slot];
+    --counts[static_cast<int>(rep.state)];
+    ++counts[static_cast<int>(s)];
+    if (rep.state == RState::kReady) {
+      auto& ready = stages[rep.stage].ready;
+      ready.erase(std::find(ready.begin(), ready.end(), slot));
+    }
+    rep.state = s;
+    if (s == RState::kReady) stages[rep.stage].ready.push_back(slot);
+    size_t pos = ViewPos(slot);
+    auto& vr = state.stages[rep.stage].replicas[pos];
+    vr.state = ViewState(s);
+    vr.state_since_ms = static_cast<policy::TimeMs>(now);
+  }
+
+  int NewReplica(int node, int stage, RState s, double now) {
+    int slot;
+    if (!free_reps.empty()) {
+      slot = free_reps.back();
+      free_reps.pop_back();
+    } else {
+      reps.emplace_back();
+      slot = static_cast<int>(reps.size() - 1);
+    }
+    Rep& rep = reps[slot];
+    rep.node = node;
+    rep.stage = stage;
+    rep.state = s;
+    rep.busy = false;
+    rep.busy_ms_win = 0;
+    rep.done_win = 0;
+    rep.batch.reserve(static_cast<size_t>(o.max_batch));
+    ++counts[static_cast<int>(s)];
+    nodes[node].rep = slot;
+    state.stages[stage].replicas.push_back(
+        policy::Replica{MakeWorker(nodes[node]), ViewState(s), static_cast<policy::TimeMs>(now)});
+    metrics.stages[stage].replicas.push_back(policy::ReplicaMetrics{nodes[node].id, 0, 0, 0});
+    slots[stage].push_back(slot);
+    if (s == RState::kReady) {
+      stages[stage].ready.push_back(slot);
+      DrainPending(stage, now);
+    }
+    return slot;
+  }
+
+  // Removes the replica from every view; the node keeps running (drain) or is gone (preempt).
+  void ReleaseReplica(int slot) {
+    Rep& rep = reps[slot];
+    if (rep.state == RState::kReady) {
+      auto& ready = stages[rep.stage].ready;
+      ready.erase(std::find(ready.begin(), ready.end(), slot));
+    }
+    size_t pos = ViewPos(slot);
+    auto& vs = state.stages[rep.stage].replicas;
+    vs.erase(vs.begin() + static_cast<ptrdiff_t>(pos));
+    auto& ms = metrics.stages[rep.stage].replicas;
+    ms.erase(ms.begin() + static_cast<ptrdiff_t>(pos));
+    slots[rep.stage].erase(slots[rep.stage].begin() + static_cast<ptrdiff_t>(pos));
+    --counts[static_cast<int>(rep.state)];
+    nodes[rep.node].rep = -1;
+    rep.state = RState::kFree;
+    rep.node = -1;
+    ++rep.gen;
+    rep.busy = false;
+    rep.batch.clear();
+    free_reps.push_back(slot);
+  }
+
+  void FinishDrain(int slot, double now) {
+    int node = reps[slot].node;
+    int stage = reps[slot].stage;
+    ReleaseReplica(slot);
+    Log(now, "drained", stage, nodes[node].id);
+    AddIdle(node);
+  }
+
+  // Requests held for a stage with no ready replica go out once one is ready.
+  void DrainPending(int stage, double now) {
+    StageRt& st = stages[stage];
+    size_t n = st.pending.size();
+    for (size_t k = 0; k < n && !st.ready.empty(); ++k) {
+      uint32_t i = st.pending.pop();
+      if (reqs[i].deadline < now) {
+        TimedOut(i);
+      } else {
+        Route(i, stage, now);
+      }
+    }
+  }
+
+  // Moves a replica's waiting requests to the other replicas of its stage.
+  void Reroute(int slot, double now) {
+    Rep& rep = reps[slot];
+    const int stage = rep.stage;
+    while (!reps[slot].queue.empty()) {
+      uint32_t i = reps[slot].queue.pop();
+      ++r.rerouted;
+      Route(i, stage, now);
+    }
+  }
+
+  // --- nodes --------------------------------------------------------------------------------
+
+  void CountChange(double now) {
+    node_ms += static_cast<double>(present) * (now - last_count_change);
+    last_count_change = now;
+  }
+
+  void NodeAdd(const std::string& id, double now) {
+    auto [it, fresh] = node_by_id.try_emplace(id, static_cast<int>(nodes.size()));
+    if (fresh) nodes.push_back(Node{id});
+    Node& n = nodes[it->second];
+    CountChange(now);
+    n.present = true;
+    n.warned = false;
+    n.rep = -1;
+    ++present;
+    AddIdle(it->second);
+    Log(now, "join", -1, id);
+  }
+
+  void NodeWarn(const std::string& id, double now) {
+    auto it = node_by_id.find(id);
+    if (it == node_by_id.end()) return;
+    Node& n = nodes[it->second];
+    if (!n.present || n.warned) return;
+    n.warned = true;
+    if (n.rep < 0) {
+      RemoveIdle(it->second);
+      return;
+    }
+    int slot = n.rep;
+    Log(now, "preempt_notice", reps[slot].stage, id);
+    if (reps[slot].state != RState::kDraining) SetState(slot, RState::kDraining, now);
+    Reroute(slot, now);
+  }
+
+  void NodeRemove(const std::string& id, double now) {
+    auto it = node_by_id.find(id);
+    if (it == node_by_id.end()) return;
+    Node& n = nodes[it->second];
+    if (!n.present) return;
+    CountChange(now);
+    n.present = false;
+    --present;
+    if (n.rep < 0) {
+      if (!n.warned) RemoveIdle(it->second);
+      Log(now, "preempt_idle", -1, id);
+      return;
+    }
+    int slot = n.rep;
+    Rep& rep = reps[slot];
+    const int stage = rep.stage;
+    std::vector<uint32_t> in_service;
+    in_service.swap(rep.batch);
+    if (rep.state != RState::kDraining) SetState(slot, RState::kDraining, now);
+    Reroute(slot, now);
+    ReleaseReplica(slot);
+    for (uint32_t i : in_service) {
+      if (o.resend) {
+        ++r.resent;
+        Route(i, stage, now);
+      } else {
+        ++r.lost_preempted;
+        ++cur.lost;
+        FreeReq(i);
+      }
+    }
+    reps[slot].batch.swap(in_service);  // keep its capacity for the slot's next use
+    reps[slot].batch.clear();
+    Log(now, "preempt", stage, id);
+  }
+
+  void NodeEvents(size_t first, double now) {
+    size_t i = first;
+    for (; i < trace.events.size() && trace.events[i].time_ms == trace.events[first].time_ms; ++i) {
+      const NodeEvent& e = trace.events[i];
+      if (e.op == NodeOp::kAdd) {
+        NodeAdd(e.node, now);
+      } else {
+        NodeRemove(e.node, now);
+      }
+    }
+    if (i < trace.events.size() && static_cast<double>(trace.events[i].time_ms) <= arrival_end) {
+      Push(static_cast<double>(trace.events[i].time_ms), EvType::kNodeEvents, static_cast<uint32_t>(i));
+    }
+    RequestMembershipDecision(now);
+  }
+
+  // --- policy -------------------------------------------------------------------------------
+
+  void RequestMembershipDecision(double now) {
+    if (membership_decision_pending) return;
+    membership_decision_pending = true;
+    Push(now, EvType::kDecision, 0);
+  }
+
+  void UpdateMetrics(double now) {
+    const double win = std::max(1.0, now - window_start);
+    for (int s = 0; s < o.stages; ++s) {
+      StageRt& st = stages[s];
+      policy::StageMetrics& m = metrics.stages[s];
+      double queued = static_cast<double>(st.pending.size());
+      double util_sum = 0;
+      int ready = 0;
+      for (size_t k = 0; k < slots[s].size(); ++k) {
+        Rep& rep = reps[slots[s][k]];
+        double busy = rep.busy_ms_win + (rep.busy ? now - std::max(rep.busy_start, window_start) : 0);
+        double util = std::min(1.0, busy / win);
+        policy::ReplicaMetrics& rm = m.replicas[k];
+        rm.queue_depth = static_cast<double>(rep.queue.size()) / o.max_batch;
+        rm.utilisation = util;
+        rm.throughput_rps = static_cast<double>(rep.done_win) * 1000.0 / win;
+        queued += static_cast<double>(rep.queue.size());
+        if (rep.state == RState::kReady) {
+          util_sum += util;
+          ++ready;
+        }
+      }
+      m.queue_depth = queued / o.max_batch;
+      m.p50_ms = st.hist.Quantile(0.50);
+      m.p99_ms = st.hist.Quantile(0.99);
+      m.throughput_rps = static_cast<double>(st.done_win) * 1000.0 / win;
+      m.utilisation = ready > 0 ? util_sum / ready : 0;
+    }
+    metrics.frontend.admitted_rps = static_cast<double>(arrived_win) * 1000.0 / win;
+    metrics.frontend.p99_ms = e2e_win.Quantile(0.99);
+    metrics.frontend.slo_p99_ms = o.slo_ms;
+  }
+
+  void ResetWindow(double now) {
+    window_start = now;
+    arrived_win = 0;
+    e2e_win.Reset();
+    for (int s = 0; s < o.stages; ++s) {
+      stages[s].hist.Reset();
+      stages[s].done_win = 0;
+      for (int slot : slots[s]) {
+        reps[slot].busy_ms_win = 0;
+        reps[slot].done_win = 0;
+      }
+    }
+  }
+
+  void Apply(const policy::Action& a, double now) {
+    if (const auto* add = std::get_if<policy::AddReplica>(&a.op)) {
+      int node = node_by_id.at(add->worker);
+      RemoveIdle(node);
+      int slot = NewReplica(node, add->stage, RState::kJoining, now);
+      Log(now, "add", add->stage, add->worker, a.reason);
+      Push(now + o.costs.world_create_ms + o.costs.weight_load_ms, EvType::kJoinDone,
+           static_cast<uint32_t>(slot), reps[slot].gen);
+    } else if (const auto* drain = std::get_if<policy::DrainReplica>(&a.op)) {
+      int slot = nodes[node_by_id.at(drain->worker)].rep;
+      Log(now, "drain", drain->stage, drain->worker, a.reason);
+      SetState(slot, RState::kDraining, now);
+      if (!reps[slot].busy && reps[slot].queue.empty()) FinishDrain(slot, now);
+    }
+  }
+
+  void Decide(double now, bool regular, uint32_t token) {
+    if (regular && token != decision_token) return;  // superseded by a later decision
+    if (!regular) membership_decision_pending = false;
+    state.now_ms = static_cast<policy::TimeMs>(now);
+    UpdateMetrics(now);
+    policy::Plan plan = policy->Decide(state, metrics, forecast);
+    ++r.decisions;
+    r.unmet += plan.unmet.size();
+    if (!plan.actions.empty()) {
+      if (Status s = policy::ValidatePlan(plan, state); !s.ok()) {
+        ++r.rejected_plans;
+        Log(now, "rejected_plan", -1, "", s.ToString());
+      } else {
+        for (const policy::Action& a : plan.actions) Apply(a, now);
+      }
+    }
+    state.memory = std::move(plan.memory);
+    ResetWindow(now);
+    ++decision_token;
+    double next = std::max(static_cast<double>(plan.next_evaluation_ms), now + 1);
+    if (!arrivals_done || in_system > 0) {
+      Push(next, EvType::kDecision, static_cast<uint32_t>(decision_token), 1);
+    }
+  }
+
+  // --- arrivals -----------------------------------------------------------------------------
+
+  // The time of the next arrival, or a negative value when there is none.
+  double NextArrival(double now) {
+    if (arrivals.max_requests > 0 && arrivals_made >= arrivals.max_requests) return -1;
+    double t;
+    if (!arrivals.times_ms.empty()) {
+      if (next_arrival_index >= arrivals.times_ms.size()) return -1;
+      t = arrivals.times_ms[next_arrival_index++];
+    } else if (gap_sampler) {
+      t = now + (*gap_sampler)(rng_arrival);
+    } else {
+      return -1;
+    }
+    if (t > arrival_end) return -1;
+    return t;
+  }
+
+  void ScheduleNextArrival(double now) {
+    double t = NextArrival(now);
+    if (t < 0) {
+      arrivals_done = true;
+      return;
+    }
+    ++arrivals_made;
+    Push(t, EvType::kArrival);
+  }
+
+  void Arrival(double now) {
+    ++r.arrived;
+    ++cur.arrived;
+    ++arrived_win;
+    if (in_system >= o.max_in_system) {
+      ++r.lost_admission;
+      ++cur.lost;
+    } else {
+      uint32_t i = AllocReq();
+      reqs[i].arrival = now;
+      reqs[i].deadline = now + o.timeout_ms;
+      Route(i, 0, now);
+    }
+    ScheduleNextArrival(now);
+  }
+
+  // --- timeline -----------------------------------------------------------------------------
+
+  void CloseInterval(double now) {
+    cur.t_ms = now;
+    cur.p50_ms = e2e_interval.Quantile(0.5);
+    cur.p99_ms = e2e_interval.Quantile(0.99);
+    cur.nodes = present;
+    cur.joining = counts[static_cast<int>(RState::kJoining)];
+    cur.ready = counts[static_cast<int>(RState::kReady)];
+    cur.draining = counts[static_cast<int>(RState::kDraining)];
+    cur.idle = static_cast<int>(state.idle.size());
+    cur.in_system = in_system;
+    CountChange(now);
+    cur.cost = node_ms / 3.6e6 * o.price_per_hour;
+    r.timeline.push_back(cur);
+    cur = IntervalRow{};
+    e2e_interval.Reset();
+  }
+
+  // --- main loop ----------------------------------------------------------------------------
+
+  SimResult Run() {
+    slo = o.slo_ms > 0 ? o.slo_ms : o.timeout_ms;
+    r.slo_ms = slo;
+    arrival_end = o.end_ms >= 0 ? static_cast<double>(o.end_ms) : static_cast<double>(trace.end_ms);
+    stages.resize(static_cast<size_t>(o.stages));
+    slots.resize(static_cast<size_t>(o.stages));
+    state.stages.resize(static_cast<size_t>(o.stages));
+    metrics.stages.resize(static_cast<size_t>(o.stages));
+    // One layer per stage index in the policy's view (the simulator does not split layers; the
+    // performance model does).
+    for (int s = 0; s < o.stages; ++s) {
+      state.stages[s].index = s;
+      state.stages[s].layer_begin = s;
+      state.stages[s].layer_end = s + 1;
+      metrics.stages[s].stage = s;
+    }
+    // Time zero: the nodes present at the start, then the first plan.
+    size_t first = 0;
+    while (first < trace.events.size() && trace.events[first].time_ms <= 0) {
+      const NodeEvent& e = trace.events[first++];
+      e.op == NodeOp::kAdd ? NodeAdd(e.node, 0) : NodeRemove(e.node, 0);
+    }
+    if (o.initial_fill) {
+      std::vector<policy::Worker> idle = state.idle;
+      int k = 0;
+      for (const policy::Worker& w : idle) {
+        int node = node_by_id.at(w.id);
+        RemoveIdle(node);
+        NewReplica(node, k % o.stages, RState::kReady, 0);
+        Log(0, "initial", k % o.stages, w.id);
+        ++k;
+      }
+    }
+    if (first < trace.events.size() && static_cast<double>(trace.events[first].time_ms) <= arrival_end) {
+      Push(static_cast<double>(trace.events[first].time_ms), EvType::kNodeEvents,
+           static_cast<uint32_t>(first));
+    }
+    for (size_t i = 0; i < trace.events.size(); ++i) {
+      const NodeEvent& e = trace.events[i];
+      if (e.op != NodeOp::kRemove || e.time_ms <= 0 || static_cast<double>(e.time_ms) > arrival_end) continue;
+      double w = std::max(0.0, static_cast<double>(e.time_ms - o.warning_ms));
+      Push(w, EvType::kWarn, static_cast<uint32_t>(i));
+    }
+    if (arrivals.times_ms.empty() && gap_sampler) {
+      // The first arrival is one gap after the start.
+      double t = arrivals.start_ms + (*gap_sampler)(rng_arrival);
+      if (t <= arrival_end && (arrivals.max_requests == 0 || arrivals.max_requests > 0)) {
+        ++arrivals_made;
+        Push(t, EvType::kArrival);
+      } else {
+        arrivals_done = true;
+      }
+    } else {
+      ScheduleNextArrival(0);
+    }
+    Push(static_cast<double>(o.interval_ms), EvType::kInterval);
+    Decide(0, /*regular=*/false, 0);
+
+    double now = 0;
+    double hard_stop = -1;
+    uint64_t events = 0;
+    while (!heap.empty()) {
+      Ev ev = heap.top();
+      if (arrivals_done) {
+        // After the last arrival: stop when the system is empty, or when every deadline has
+        // passed (arrival_end + timeout).
+        if (hard_stop < 0) hard_stop = std::max(now, arrival_end) + o.timeout_ms;
+        if (in_system == 0 || ev.t > hard_stop) break;
+      }
+      heap.pop();
+      now = ev.t;
+      ++events;
+      if (o.progress && (events & ((1u << 20) - 1)) == 0) o.progress(now, arrival_end);
+      switch (ev.type) {
+        case EvType::kArrival: Arrival(now); break;
+        case EvType::kStageArrive: Route(ev.a, static_cast<int>(ev.b), now); break;
+        case EvType::kServiceDone: ServiceDone(static_cast<int>(ev.a), ev.b, now); break;
+        case EvType::kJoinDone:
+          if (reps[ev.a].gen == ev.b && reps[ev.a].state == RState::kJoining) {
+            SetState(static_cast<int>(ev.a), RState::kReady, now);
+            Log(now, "ready", reps[ev.a].stage, nodes[reps[ev.a].node].id);
+            DrainPending(reps[ev.a].stage, now);
+          }
+          break;
+        case EvType::kNodeEvents: NodeEvents(ev.a, now); break;
+        case EvType::kWarn: NodeWarn(trace.events[ev.a].node, now); break;
+        case EvType::kDecision: Decide(now, ev.b == 1, ev.a); break;
+        case EvType::kInterval:
+          CloseInterval(now);
+          Push(now + static_cast<double>(o.interval_ms), EvType::kInterval);
+          break;
+      }
+    }
+    if (hard_stop >= 0 && in_system > 0) now = std::max(now, hard_stop);
+    // Whatever is still inside has passed its deadline (or the run was cut at the hard stop).
+    for (int s = 0; s < o.stages; ++s) {
+      while (!stages[s].pending.empty()) TimedOut(stages[s].pending.pop());
+    }
+    for (Rep& rep : reps) {
+      while (!rep.queue.empty()) TimedOut(rep.queue.pop());
+      for (uint32_t i : rep.batch) TimedOut(i);
+      rep.batch.clear();
+    }
+    // Requests between stages (transfer events still in the heap).
+    while (!heap.empty()) {
+      Ev ev = heap.top();
+      heap.pop();
+      if (ev.type == EvType::kStageArrive) TimedOut(ev.a);
+    }
+    CloseInterval(now);
+    r.end_ms = now;
+    r.events = events;
+    r.node_hours = node_ms / 3.6e6;
+    r.cost = r.node_hours * o.price_per_hour;
+    r.p50_ms = e2e.Quantile(0.5);
+    r.p90_ms = e2e.Quantile(0.9);
+    r.p99_ms = e2e.Quantile(0.99);
+    r.p999_ms = e2e.Quantile(0.999);
+    r.mean_ms = r.served > 0 ? latency_sum / static_cast<double>(r.served) : 0;
+    r.slo_attainment = r.arrived > 0 ? static_cast<double>(r.within_slo) / static_cast<double>(r.arrived) : 0;
+    return std::move(r);
+  }
+};
+
+Result<std::unique_ptr<Simulator>> Simulator::Create(SimOptions options, PerfModel model,
+                                                     NodeTrace trace, ArrivalSpec arrivals,
+                                                     const policy::Policy* policy) {
+  if (policy == nullptr) return InvalidArgumentError("simulator: no policy");
+  if (options.stages < 1) return InvalidArgumentError("simulator: stages must be >= 1");
+  if (options.max_batch < 1) return InvalidArgumentError("simulator: max batch must be >= 1");
+  if (static_cast<int>(model.stage_ms.size()) != options.stages) {
+    return InvalidArgumentError("simulator: the performance model has " +
+                                std::to_string(model.stage_ms.size()) + " stages, options say " +
+                                std::to_string(options.stages));
+  }
+  for (const auto& s : model.stage_ms) {
+    if (static_cast<int>(s.size()) < options.max_batch) {
+      return InvalidArgumentError("simulator: the performance model covers batch sizes up to " +
+                                  std::to_string(s.size()));
+    }
+    for (double v : s) {
+      if (!(v > 0) || !std::isfinite(v)) return InvalidArgumentError("simulator: non-positive stage time in the model");
+    }
+  }
+  if (options.timeout_ms <= 0) return InvalidArgumentError("simulator: timeout must be > 0");
+  if (options.warning_ms < 0) return InvalidArgumentError("simulator: warning period must be >= 0");
+  if (options.window_ms <= 0 || options.interval_ms <= 0) {
+    return InvalidArgumentError("simulator: window and interval must be > 0");
+  }
+  if (options.service_cv < 0) return InvalidArgumentError("simulator: service CV must be >= 0");
+  for (size_t i = 1; i < arrivals.times_ms.size(); ++i) {
+    if (arrivals.times_ms[i] < arrivals.times_ms[i - 1]) {
+      return InvalidArgumentError("simulator: arrival times are not sorted (index " + std::to_string(i) + ")");
+    }
+  }
+  if (arrivals.times_ms.empty() && !arrivals.gap_ms) {
+    return InvalidArgumentError("simulator: no arrivals (neither times nor a gap distribution)");
+  }
+  auto impl = std::make_unique<Impl>();
+  impl->o = std::move(options);
+  impl->model = std::move(model);
+  impl->trace = std::move(trace);
+  impl->arrivals = std::move(arrivals);
+  impl->policy = policy;
+  const uint64_t seed = impl->o.seed;
+  impl->rng_arrival.seed(seed);
+  impl->rng_route.seed(seed ^ 0x9E3779B97F4A7C15ull);
+  impl->rng_noise.seed(seed ^ 0xD1B54A32D192ED03ull);
+  if (impl->arrivals.gap_ms) impl->gap_sampler.emplace(*impl->arrivals.gap_ms);
+  if (impl->o.service_cv > 0) {
+    impl->noise_sampler.emplace(Distribution::GammaMeanCv(1.0, impl->o.service_cv));
+  }
+  return std::unique_ptr<Simulator>(new Simulator(std::move(impl)));
+}
+
+Simulator::Simulator(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Simulator::~Simulator() = default;
+SimResult Simulator::Run() { return impl_->Run(); }
+
+}  // namespace archi::sim

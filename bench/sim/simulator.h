@@ -1,0 +1,150 @@
+// The discrete-event simulator of an Archipelago pipeline cluster (docs/simulator.md).
+//
+//   Simulator sim(options, perf_model, node_trace, arrivals, policy);
+//   SimResult r = sim.Run();
+//
+// Model. The model is split into `stages` pipeline stages; every node (one instance) can host
+// one replica of one stage. Nodes join and leave per the node trace: a removal is announced
+// `warning_ms` before it happens (the replica stops taking traffic and hands its queue to the
+// other replicas of its stage), and at the removal whatever the node still serves is resent to
+// another replica (or lost with resend off). Which idle node serves which stage is decided by a
+// runtime/policy Policy, called exactly as the live coordinator calls it (docs/policies.md):
+// at Plan::next_evaluation_ms and after every batch of membership changes, with the simulated
+// clock as now_ms, ClusterMetrics aggregated from the simulated queues over the last window,
+// PolicyMemory passed back; AddReplica makes the node a joining replica that is ready after
+// world_create_ms + weight_load_ms; DrainReplica stops its traffic and returns the node to the
+// idle pool once its queue is empty. A request goes through the stages in order; at each it is
+// routed to one ready replica (power of two choices on queue length per capacity), waits in
+// FIFO order, and is served in batches of up to max_batch; between stages it spends the model's
+// transfer time. A stage with no ready replica holds its requests until one is ready.
+//
+// Accounting: every arrival ends as exactly one of served, timed_out (its deadline, arrival +
+// timeout_ms, passed before it finished: dropped when it reaches the head of a queue, or
+// counted at completion) or lost (refused at admission because max_in_system requests were
+// inside, or in service on a node removed with resend off). After the last arrival the
+// simulation runs until the system is empty or every deadline has passed (what is left then is
+// timed out), so arrived == served + timed_out + lost always.
+//
+// Determinism: all randomness comes from std::mt19937_64 streams seeded from `seed`; no wall
+// clock is read. Events with equal times run in the order they were scheduled.
+//
+// Cost: the hot path allocates nothing per request (a request pool and ring buffers that only
+// grow), events live in one binary heap, metrics are aggregated per window.
+//
+// Thread safety: one Simulator per thread; the Policy must be const-callable (all are).
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "bench/sim/fit.h"
+#include "bench/sim/perf_model.h"
+#include "bench/sim/traces.h"
+#include "runtime/policy/policy.h"
+
+namespace archi::sim {
+
+struct ReconfigCosts {
+  // Creating the new replica's worlds with its neighbours (concurrently): archi-bench faults
+  // measured InitializeWorld at a median of 12-13 ms on loopback (docs/benchmarks.md).
+  double world_create_ms = 13;
+  // Loading one stage's weights onto a new replica. No measurement of ours at model scale yet:
+  // 5 s stands for a few GB per stage at ~2 GB/s; set it from your own storage.
+  double weight_load_ms = 5000;
+  // A full re-partition (every replica reloads): charged when a policy plans one; the current
+  // Plan has no such action (issue 9), so it is reported but never used yet.
+  double repartition_ms = 60000;
+};
+
+struct SimOptions {
+  int stages = 4;
+  int max_batch = 1;
+  double timeout_ms = 60'000;     // deadline after arrival
+  double slo_ms = 0;              // latency SLO for attainment (0: the timeout); also the
+                                  // frontend SLO the policy sees
+  int64_t warning_ms = 30'000;    // preemption notice
+  bool resend = true;             // resend what a removed node was serving
+  size_t max_in_system = 10'000'000;  // admission limit; arrivals beyond it are lost
+  int64_t window_ms = 1'000;      // metrics window the policy sees
+  int64_t interval_ms = 60'000;   // timeline rows
+  double price_per_hour = 1.0;    // per node held (present in the trace), idle or not
+  std::string instance_kind;      // Worker::kind
+  bool initial_fill = true;       // nodes present at t=0 start as ready replicas, round-robin
+                                  // over the stages (the deployment's first plan)
+  double service_cv = 0;          // per-batch service time noise: gamma with mean 1 and this CV
+  ReconfigCosts costs;
+  uint64_t seed = 1;
+  int64_t end_ms = -1;            // last arrival time; -1: the node trace's end
+  bool record_latencies = false;  // keep every served latency (tests)
+  // Called about every 2^20 events with (simulated now, end); for progress output.
+  std::function<void(double, double)> progress;
+};
+
+// Where requests come from: explicit times (a trace, already scaled) or gaps drawn from a
+// distribution, up to max_requests (0 = until end_ms).
+struct ArrivalSpec {
+  std::vector<double> times_ms;             // ascending
+  std::optional<Distribution> gap_ms;       // used when times_ms is empty
+  size_t max_requests = 0;
+  double start_ms = 0;                      // first arrival no earlier than this
+};
+
+struct IntervalRow {
+  double t_ms = 0;                    // end of the interval
+  uint64_t arrived = 0, served = 0, timed_out = 0, lost = 0;
+  uint64_t within_slo = 0;
+  double p50_ms = 0, p99_ms = 0;      // of the interval's served requests (histogram, ~1%)
+  int nodes = 0, ready = 0, joining = 0, draining = 0, idle = 0;
+  uint64_t in_system = 0;
+  double cost = 0;                    // cumulative
+};
+
+struct ReconfigEvent {
+  double t_ms = 0;
+  std::string kind;  // add, ready, drain, drained, preempt_notice, preempt, preempt_idle, join
+  int stage = -1;
+  std::string worker;
+  std::string reason;
+};
+
+struct SimResult {
+  uint64_t arrived = 0, served = 0, timed_out = 0, lost_admission = 0, lost_preempted = 0;
+  uint64_t resent = 0, rerouted = 0, within_slo = 0;
+  uint64_t lost() const { return lost_admission + lost_preempted; }
+  double p50_ms = 0, p90_ms = 0, p99_ms = 0, p999_ms = 0, max_ms = 0, mean_ms = 0;
+  double slo_ms = 0;
+  double slo_attainment = 0;     // within_slo / arrived
+  double node_hours = 0, cost = 0;
+  double end_ms = 0;             // when the last request left
+  uint64_t decisions = 0, unmet = 0, rejected_plans = 0, events = 0;
+  std::map<std::string, uint64_t> reconfigs;  // by ReconfigEvent::kind
+  std::vector<IntervalRow> timeline;
+  std::vector<ReconfigEvent> log;
+  std::vector<double> latencies;  // when record_latencies
+};
+
+// Each node of `trace` becomes `k` nodes ("<id>.<i>", i < k) with the same events: a trace of
+// 32 nodes scaled by 313 peaks at 10,016.
+NodeTrace ScaleTrace(const NodeTrace& trace, int k);
+
+class Simulator {
+ public:
+  // Checks the options against the model (stages, batch sizes); kInvalidArgument otherwise.
+  static Result<std::unique_ptr<Simulator>> Create(SimOptions options, PerfModel model,
+                                                   NodeTrace trace, ArrivalSpec arrivals,
+                                                   const policy::Policy* policy);
+  ~Simulator();
+  SimResult Run();
+
+ private:
+  struct Impl;
+  explicit Simulator(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace archi::sim
