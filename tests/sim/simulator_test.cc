@@ -1,0 +1,319 @@
+// The discrete-event simulator on hand-checked scenarios (exact latencies), preemption with and
+// without warning, the policy driving joins, determinism and conservation.
+#include "bench/sim/simulator.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <filesystem>
+
+#include "runtime/policy/reactive.h"
+
+namespace archi::sim {
+namespace {
+
+NodeTrace Trace(std::vector<NodeEvent> events, int64_t end_ms) {
+  NodeTrace t;
+  t.source = "test";
+  t.events = std::move(events);
+  t.end_ms = end_ms;
+  return t;
+}
+
+ArrivalSpec Times(std::vector<double> t) {
+  ArrivalSpec a;
+  a.times_ms = std::move(t);
+  return a;
+}
+
+std::vector<double> Every(double first, double step, int n) {
+  std::vector<double> v;
+  for (int i = 0; i < n; ++i) v.push_back(first + step * i);
+  return v;
+}
+
+SimResult RunSim(SimOptions o, PerfModel m, NodeTrace t, ArrivalSpec a,
+                 const policy::Policy& p) {
+  auto sim = Simulator::Create(std::move(o), std::move(m), std::move(t), std::move(a), &p);
+  EXPECT_TRUE(sim.ok()) << sim.status();
+  if (!sim.ok()) return {};
+  return (*sim)->Run();
+}
+
+void ExpectConserved(const SimResult& r) {
+  EXPECT_EQ(r.arrived, r.served + r.timed_out + r.lost())
+      << "served " << r.served << " timed_out " << r.timed_out << " lost " << r.lost();
+  uint64_t a = 0, s = 0, t = 0, l = 0;
+  for (const IntervalRow& row : r.timeline) a += row.arrived, s += row.served, t += row.timed_out, l += row.lost;
+  EXPECT_EQ(a, r.arrived);
+  EXPECT_EQ(s, r.served);
+  EXPECT_EQ(t, r.timed_out);
+  EXPECT_EQ(l, r.lost());
+}
+
+SimOptions Exact(int stages, int64_t end_ms) {
+  SimOptions o;
+  o.stages = stages;
+  o.end_ms = end_ms;
+  o.record_latencies = true;
+  return o;
+}
+
+const policy::ReactivePolicy kReactive;
+
+TEST(SimulatorTest, OneNodeConstantServiceSpacedArrivals) {
+  // Arrivals every 100 ms, 10 ms of service: nobody waits, every latency is 10 ms.
+  auto r = RunSim(Exact(1, 10'000), PerfModel::Constant(1, 1, 10, 0),
+                  Trace({{0, NodeOp::kAdd, "n1"}}, 0), Times(Every(50, 100, 50)), kReactive);
+  EXPECT_EQ(r.arrived, 50u);
+  EXPECT_EQ(r.served, 50u);
+  ASSERT_EQ(r.latencies.size(), 50u);
+  for (double l : r.latencies) EXPECT_DOUBLE_EQ(l, 10.0);
+  EXPECT_DOUBLE_EQ(r.end_ms, 4950 + 10);
+  ExpectConserved(r);
+}
+
+TEST(SimulatorTest, OneNodeQueueBuildsUp) {
+  // Arrivals every 5 ms at 0, 5, 10, ..., service 10 ms: request k starts at 10k, so its
+  // latency is 10k + 10 - 5k = 5k + 10.
+  auto r = RunSim(Exact(1, 10'000), PerfModel::Constant(1, 1, 10, 0),
+                  Trace({{0, NodeOp::kAdd, "n1"}}, 0), Times(Every(0, 5, 20)), kReactive);
+  ASSERT_EQ(r.latencies.size(), 20u);
+  for (int k = 0; k < 20; ++k) EXPECT_DOUBLE_EQ(r.latencies[k], 5.0 * k + 10) << k;
+  ExpectConserved(r);
+}
+
+TEST(SimulatorTest, BatchingServesTheQueueTogether) {
+  // Max batch 4, 10 ms per batch whatever its size: arrivals at 0, 1, 2, 3, 4: the first goes
+  // alone (0-10), the next four wait and go together (10-20).
+  SimOptions o = Exact(1, 1000);
+  o.max_batch = 4;
+  auto r = RunSim(o, PerfModel::Constant(1, 4, 10, 0), Trace({{0, NodeOp::kAdd, "n1"}}, 0),
+                  Times(Every(0, 1, 5)), kReactive);
+  ASSERT_EQ(r.latencies.size(), 5u);
+  EXPECT_DOUBLE_EQ(r.latencies[0], 10);
+  for (int k = 1; k < 5; ++k) EXPECT_DOUBLE_EQ(r.latencies[k], 20.0 - k) << k;
+}
+
+TEST(SimulatorTest, TwoStagesWithTransfer) {
+  // Two nodes, one per stage (initial fill), 5 ms per stage, 2 ms between: 5 + 2 + 5 = 12 ms.
+  auto r = RunSim(Exact(2, 10'000), PerfModel::Constant(2, 1, 5, 2),
+                  Trace({{0, NodeOp::kAdd, "a"}, {0, NodeOp::kAdd, "b"}}, 0),
+                  Times(Every(1, 50, 20)), kReactive);
+  ASSERT_EQ(r.latencies.size(), 20u);
+  for (double l : r.latencies) EXPECT_DOUBLE_EQ(l, 12.0);
+}
+
+TEST(SimulatorTest, TimeoutAndSlo) {
+  // Every 5 ms, 10 ms service, deadline 42 ms: latencies 10, 15, 20, ...; request k finishes
+  // at 10k + 10 and is dropped at the head of the queue once 10k > 5k + 42 (k >= 9), and those
+  // behind it too once their deadline is past when they reach the head.
+  SimOptions o = Exact(1, 1000);
+  o.timeout_ms = 42;
+  o.slo_ms = 20;
+  auto r = RunSim(o, PerfModel::Constant(1, 1, 10, 0), Trace({{0, NodeOp::kAdd, "n1"}}, 0),
+                  Times(Every(0, 5, 12)), kReactive);
+  // k = 0..6 finish by 5k + 10 <= 40 < 42; k = 7 would finish at 80 > 35 + 42 = 77: counted
+  // as timed out at completion; k >= 8 reach the head at 80, 90, ... past 40 + 42 = 82? k = 8
+  // starts at 80 <= 82 and ends at 90 > 82: timed out at completion; k = 9 reaches the head at
+  // 90 > 45 + 42 = 87: dropped; so are 10 and 11.
+  EXPECT_EQ(r.served, 7u);
+  EXPECT_EQ(r.timed_out, 5u);
+  EXPECT_EQ(r.within_slo, 3u);  // latencies 10, 15, 20
+  EXPECT_DOUBLE_EQ(r.slo_attainment, 3.0 / 12.0);
+  ExpectConserved(r);
+}
+
+// Two nodes, one stage, 100 ms service; requests at 0.5 and 1.0 ms go one to each node.
+// Node b is removed at 50 ms.
+SimResult PreemptScenario(int64_t warning_ms, bool resend) {
+  SimOptions o = Exact(1, 1000);
+  o.warning_ms = warning_ms;
+  o.resend = resend;
+  return RunSim(o, PerfModel::Constant(1, 1, 100, 0),
+                Trace({{0, NodeOp::kAdd, "a"}, {0, NodeOp::kAdd, "b"}, {50, NodeOp::kRemove, "b"}}, 50),
+                Times({0.5, 1.0}), kReactive);
+}
+
+TEST(SimulatorTest, PreemptionWithoutWarningResends) {
+  SimResult r = PreemptScenario(0, true);
+  EXPECT_EQ(r.served, 2u);
+  EXPECT_EQ(r.lost(), 0u);
+  EXPECT_EQ(r.resent, 1u);
+  EXPECT_EQ(r.reconfigs["preempt"], 1u);
+  ASSERT_EQ(r.latencies.size(), 2u);
+  std::vector<double> l = r.latencies;
+  std::sort(l.begin(), l.end());
+  // The survivor finishes its own request (100 ms), then serves the resent one from the start:
+  // 200.5 - 1.0 or 201 - 0.5.
+  EXPECT_DOUBLE_EQ(l[0], 100);
+  EXPECT_TRUE(l[1] == 199.5 || l[1] == 200.5) << l[1];
+  ExpectConserved(r);
+}
+
+TEST(SimulatorTest, PreemptionWithoutResendLoses) {
+  SimResult r = PreemptScenario(0, false);
+  EXPECT_EQ(r.served, 1u);
+  EXPECT_EQ(r.lost_preempted, 1u);
+  ExpectConserved(r);
+}
+
+TEST(SimulatorTest, WarningBeforeTrafficMeansNothingToResend) {
+  // The notice comes at max(0, 50 - 60) = 0, before any request: b takes no traffic, a serves
+  // both back to back (0.5 - 100.5, 100.5 - 200.5).
+  SimResult r = PreemptScenario(60, false);
+  EXPECT_EQ(r.served, 2u);
+  EXPECT_EQ(r.lost(), 0u);
+  EXPECT_EQ(r.resent, 0u);
+  ASSERT_EQ(r.latencies.size(), 2u);
+  EXPECT_DOUBLE_EQ(r.latencies[0], 100);
+  EXPECT_DOUBLE_EQ(r.latencies[1], 199.5);
+  EXPECT_EQ(r.reconfigs["preempt"], 1u);
+}
+
+TEST(SimulatorTest, WarningReroutesTheQueue) {
+  // Four requests at 0.5 .. 2.0 ms: each node has one in service and one waiting. b's notice
+  // comes at 10 ms (removal at 500): its waiting request moves to a, its request in service
+  // finishes at ~101, nothing is left on it at 500, none is lost even without resend.
+  SimOptions o = Exact(1, 1000);
+  o.warning_ms = 490;
+  o.resend = false;
+  auto r = RunSim(o, PerfModel::Constant(1, 1, 100, 0),
+                  Trace({{0, NodeOp::kAdd, "a"}, {0, NodeOp::kAdd, "b"}, {500, NodeOp::kRemove, "b"}}, 500),
+                  Times({0.5, 1.0, 1.5, 2.0}), kReactive);
+  EXPECT_EQ(r.served, 4u);
+  EXPECT_EQ(r.lost(), 0u);
+  EXPECT_EQ(r.rerouted, 1u);
+  EXPECT_EQ(r.resent, 0u);
+  EXPECT_EQ(r.reconfigs["preempt_notice"], 1u);
+  // a serves three requests back to back from ~0.5: the last ends at ~300.5.
+  EXPECT_NEAR(r.end_ms, 300.5, 0.6);
+  ExpectConserved(r);
+}
+
+TEST(SimulatorTest, PolicyAddsAReplicaThatJoinsAfterTheModelledCost) {
+  // No initial fill: the node is idle at t = 0 and the reactive policy's repair rule (below
+  // min_replicas = 1) adds it at once; it is ready after world creation + weight load, and the
+  // request that arrived at 1 s waits for it.
+  SimOptions o = Exact(1, 20'000);
+  o.initial_fill = false;
+  o.costs.world_create_ms = 13;
+  o.costs.weight_load_ms = 5000;
+  auto r = RunSim(o, PerfModel::Constant(1, 1, 10, 0), Trace({{0, NodeOp::kAdd, "n1"}}, 0),
+                  Times({1000}), kReactive);
+  EXPECT_EQ(r.reconfigs["add"], 1u);
+  EXPECT_EQ(r.reconfigs["ready"], 1u);
+  ASSERT_EQ(r.latencies.size(), 1u);
+  EXPECT_DOUBLE_EQ(r.latencies[0], 5013 - 1000 + 10);
+  bool saw_ready = false;
+  for (const ReconfigEvent& e : r.log) {
+    if (e.kind == "ready") {
+      EXPECT_DOUBLE_EQ(e.t_ms, 5013);
+      saw_ready = true;
+    }
+    if (e.kind == "add") {
+      EXPECT_NE(e.reason.find("min_replicas"), std::string::npos) << e.reason;
+    }
+  }
+  EXPECT_TRUE(saw_ready);
+}
+
+TEST(SimulatorTest, PolicyScalesOutUnderOverload) {
+  // One ready replica and three idle nodes; arrivals at twice what one replica serves: the
+  // reactive policy adds replicas (after 5 s of overload, then every cooldown) and the backlog
+  // ends; with nothing to add, queues would grow without bound.
+  SimOptions o;
+  o.stages = 1;
+  o.end_ms = 120'000;
+  o.initial_fill = false;
+  o.timeout_ms = 1e9;
+  auto r = RunSim(o, PerfModel::Constant(1, 1, 10, 0),
+                  Trace({{0, NodeOp::kAdd, "n1"}, {0, NodeOp::kAdd, "n2"}, {0, NodeOp::kAdd, "n3"},
+                         {0, NodeOp::kAdd, "n4"}}, 0),
+                  Times(Every(0, 5, 24'000)), kReactive);
+  EXPECT_GE(r.reconfigs["add"], 2u);
+  EXPECT_EQ(r.served, 24'000u);
+  // The last interval of arrivals is served without a backlog: the run ends soon after them.
+  EXPECT_LT(r.end_ms, 121'000);
+  ExpectConserved(r);
+}
+
+// A run with every kind of outcome: preemptions without resend (lost), an admission limit
+// (lost), a tight deadline (timed out), noise, Poisson arrivals.
+SimResult Busy(uint64_t seed) {
+  SimOptions o;
+  o.stages = 2;
+  o.max_batch = 4;
+  o.timeout_ms = 300;
+  o.max_in_system = 60;
+  o.resend = false;
+  o.warning_ms = 0;
+  o.service_cv = 0.5;
+  o.seed = seed;
+  o.interval_ms = 10'000;
+  std::vector<NodeEvent> ev;
+  for (int i = 0; i < 6; ++i) ev.push_back({0, NodeOp::kAdd, "n" + std::to_string(i)});
+  for (int i = 0; i < 3; ++i) ev.push_back({20'000 + 10'000 * i, NodeOp::kRemove, "n" + std::to_string(i)});
+  ev.push_back({45'000, NodeOp::kAdd, "n0"});
+  ArrivalSpec a;
+  a.gap_ms = Distribution::Exponential(1.0 / 4);  // 250 req/s
+  return RunSim(o, PerfModel::Constant(2, 4, 20, 1), Trace(ev, 60'000), a, kReactive);
+}
+
+TEST(SimulatorTest, ConservationWithEveryOutcome) {
+  SimResult r = Busy(3);
+  EXPECT_GT(r.served, 0u);
+  EXPECT_GT(r.timed_out, 0u);
+  EXPECT_GT(r.lost_admission, 0u);
+  EXPECT_GT(r.lost_preempted, 0u);
+  ExpectConserved(r);
+}
+
+TEST(SimulatorTest, DeterministicForASeed) {
+  SimResult a = Busy(7), b = Busy(7), c = Busy(8);
+  EXPECT_EQ(a.arrived, b.arrived);
+  EXPECT_EQ(a.served, b.served);
+  EXPECT_EQ(a.timed_out, b.timed_out);
+  EXPECT_EQ(a.lost(), b.lost());
+  EXPECT_EQ(a.end_ms, b.end_ms);
+  EXPECT_EQ(a.events, b.events);
+  ASSERT_EQ(a.timeline.size(), b.timeline.size());
+  for (size_t i = 0; i < a.timeline.size(); ++i) {
+    EXPECT_EQ(a.timeline[i].served, b.timeline[i].served);
+    EXPECT_EQ(a.timeline[i].p99_ms, b.timeline[i].p99_ms);
+  }
+  ASSERT_EQ(a.log.size(), b.log.size());
+  for (size_t i = 0; i < a.log.size(); ++i) {
+    EXPECT_EQ(a.log[i].t_ms, b.log[i].t_ms);
+    EXPECT_EQ(a.log[i].worker, b.log[i].worker);
+  }
+  // Another seed: other arrivals, other outcome.
+  EXPECT_TRUE(a.arrived != c.arrived || a.served != c.served || a.end_ms != c.end_ms);
+}
+
+TEST(SimulatorTest, ScaleTrace) {
+  NodeTrace t = Trace({{0, NodeOp::kAdd, "x"}, {5, NodeOp::kRemove, "x"}}, 5);
+  NodeTrace s = ScaleTrace(t, 3);
+  ASSERT_EQ(s.events.size(), 6u);
+  EXPECT_EQ(s.MaxCount(), 3);
+  EXPECT_EQ(s.events[4].node, "x.1");
+  EXPECT_EQ(s.events[4].op, NodeOp::kRemove);
+}
+
+TEST(SimulatorTest, BadOptions) {
+  auto p = PerfModel::Constant(2, 1, 5, 0);
+  SimOptions o;
+  o.stages = 3;
+  EXPECT_FALSE(Simulator::Create(o, p, NodeTrace{}, Times({1}), &kReactive).ok());
+  o.stages = 2;
+  o.max_batch = 2;
+  EXPECT_FALSE(Simulator::Create(o, p, NodeTrace{}, Times({1}), &kReactive).ok());
+  o.max_batch = 1;
+  EXPECT_FALSE(Simulator::Create(o, p, NodeTrace{}, Times({2, 1}), &kReactive).ok());
+  EXPECT_FALSE(Simulator::Create(o, p, NodeTrace{}, ArrivalSpec{}, &kReactive).ok());
+  EXPECT_FALSE(Simulator::Create(o, p, NodeTrace{}, Times({1}), nullptr).ok());
+  EXPECT_TRUE(Simulator::Create(o, p, NodeTrace{}, Times({1}), &kReactive).ok());
+}
+
+}  // namespace
+}  // namespace archi::sim
