@@ -83,8 +83,8 @@ class LogHist {
 };
 
 enum class EvType : uint8_t {
-  kArrival,
-  kStageArrive,  // a = request, b = stage
+  kArrival,      // (unused: the next arrival is held outside the heap)
+  kStageArrive,  // a = transfer group (a batch moving on), b = stage
   kServiceDone,  // a = replica slot, b = generation
   kJoinDone,     // a = replica slot, b = generation
   kNodeEvents,   // a = first trace event index of a timestamp
@@ -134,6 +134,8 @@ struct Simulator::Impl {
     Ring queue;
     std::vector<uint32_t> batch;
     bool busy = false;
+    int view_pos = -1;   // index in slots[stage] / state.stages[stage].replicas
+    int ready_pos = -1;  // index in stages[stage].ready while ready
     double busy_start = 0;
     double busy_ms_win = 0;
     uint64_t done_win = 0;
@@ -149,6 +151,7 @@ struct Simulator::Impl {
     bool present = false;
     bool warned = false;
     int rep = -1;
+    int idle_pos = -1;  // index in state.idle / idle_nodes while idle
   };
 
   SimOptions o;
@@ -165,6 +168,10 @@ struct Simulator::Impl {
 
   std::vector<Req> reqs;
   std::vector<uint32_t> free_reqs;
+  // Batches between stages (one event per batch, not per request); vectors are reused.
+  std::vector<std::vector<uint32_t>> groups;
+  std::vector<uint32_t> free_groups;
+  double next_arrival_t = -1;  // the next arrival is kept out of the heap (one per request)
   uint64_t in_system = 0;
   std::vector<Rep> reps;
   std::vector<int> free_reps;
@@ -180,6 +187,7 @@ struct Simulator::Impl {
   policy::ClusterState state;
   policy::ClusterMetrics metrics;
   std::vector<std::vector<int>> slots;
+  std::vector<int> idle_nodes;  // node behind state.idle[i]
   policy::Forecast forecast;
   uint64_t decision_token = 0;
   bool membership_decision_pending = false;
@@ -256,13 +264,18 @@ struct Simulator::Impl {
   }
 
   // Sends request i to a ready replica of `stage` (power of two choices), or holds it.
-  void Route(uint32_t i, int stage, double now) {
-    Req& q = reqs[i];
-    q.stage = stage;
-    q.stage_arrival = now;
+  void Route(uint32_t i, int stage, double now) { RouteMany(&i, 1, stage, now); }
+
+  // Sends n requests (a batch moving on together) to one ready replica of `stage`.
+  void RouteMany(const uint32_t* ids, size_t count, int stage, double now) {
+    for (size_t k = 0; k < count; ++k) {
+      Req& q = reqs[ids[k]];
+      q.stage = stage;
+      q.stage_arrival = now;
+    }
     StageRt& st = stages[stage];
     if (st.ready.empty()) {
-      st.pending.push(i);
+      for (size_t k = 0; k < count; ++k) st.pending.push(ids[k]);
       return;
     }
     int slot = st.ready[0];
@@ -276,8 +289,27 @@ struct Simulator::Impl {
       slot = lb < la ? st.ready[b] : st.ready[a];
     }
     Rep& rep = reps[slot];
-    rep.queue.push(i);
+    for (size_t k = 0; k < count; ++k) rep.queue.push(ids[k]);
     if (!rep.busy) StartBatch(slot, now);
+  }
+
+  uint32_t NewGroup(const std::vector<uint32_t>& ids) {
+    uint32_t g;
+    if (!free_groups.empty()) {
+      g = free_groups.back();
+      free_groups.pop_back();
+    } else {
+      groups.emplace_back();
+      g = static_cast<uint32_t>(groups.size() - 1);
+    }
+    groups[g].assign(ids.begin(), ids.end());
+    return g;
+  }
+
+  void GroupArrives(uint32_t g, int stage, double now) {
+    RouteMany(groups[g].data(), groups[g].size(), stage, now);
+    groups[g].clear();
+    free_groups.push_back(g);
   }
 
   void StartBatch(int slot, double now) {
@@ -312,16 +344,15 @@ struct Simulator::Impl {
     for (uint32_t i : rep.batch) st.hist.Add(now - reqs[i].stage_arrival);
     st.done_win += rep.batch.size();
     rep.done_win += rep.batch.size();
-    // Hand the batch on; copy out first (Route may touch this replica's vectors only via
-    // other stages, but keep the loop independent of that).
-    for (uint32_t i : rep.batch) {
-      if (stage == last) {
-        Finish(i, now);
-      } else if (model.transfer_ms > 0) {
-        Push(now + model.transfer_ms, EvType::kStageArrive, i, static_cast<uint32_t>(stage + 1));
-      } else {
-        Route(i, stage + 1, now);
-      }
+    // Hand the batch on, as one unit: to the next stage after the transfer time (one event),
+    // or out of the pipeline.
+    if (stage == last) {
+      for (uint32_t i : rep.batch) Finish(i, now);
+    } else if (model.transfer_ms > 0) {
+      Push(now + model.transfer_ms, EvType::kStageArrive, NewGroup(rep.batch),
+           static_cast<uint32_t>(stage + 1));
+    } else {
+      RouteMany(rep.batch.data(), rep.batch.size(), stage + 1, now);
     }
     reps[slot].batch.clear();
     reps[slot].busy = false;
@@ -346,29 +377,53 @@ struct Simulator::Impl {
     return w;
   }
 
-  void AddIdle(int node) { state.idle.push_back(MakeWorker(nodes[node])); }
+  // The idle pool, the ready lists and the policy's replica lists are unordered sets with
+  // O(1) removal (swap with the last); the policy does not depend on their order.
+  void AddIdle(int node) {
+    nodes[node].idle_pos = static_cast<int>(state.idle.size());
+    state.idle.push_back(MakeWorker(nodes[node]));
+    idle_nodes.push_back(node);
+  }
   void RemoveIdle(int node) {
-    auto& idle = state.idle;
-    auto it = std::find_if(idle.begin(), idle.end(),
-                           [&](const policy::Worker& w) { return w.id == nodes[node].id; });
-    if (it != idle.end()) idle.erase(it);
+    int pos = nodes[node].idle_pos;
+    if (pos < 0) return;
+    int last = static_cast<int>(state.idle.size()) - 1;
+    if (pos != last) {
+      state.idle[pos] = std::move(state.idle[last]);
+      idle_nodes[pos] = idle_nodes[last];
+      nodes[idle_nodes[pos]].idle_pos = pos;
+    }
+    state.idle.pop_back();
+    idle_nodes.pop_back();
+    nodes[node].idle_pos = -1;
   }
 
-  size_t ViewPos(int slot) const {
-    const auto& v = slots[reps[slot].stage];
-    return static_cast<size_t>(std::find(v.begin(), v.end(), slot) - v.begin());
+  void AddReady(int slot) {
+    auto& ready = stages[reps[slot].stage].ready;
+    reps[slot].ready_pos = static_cast<int>(ready.size());
+    ready.push_back(slot);
   }
+  void RemoveReady(int slot) {
+    auto& ready = stages[reps[slot].stage].ready;
+    int pos = reps[slot].ready_pos;
+    int last = static_cast<int>(ready.size()) - 1;
+    if (pos != last) {
+      ready[pos] = ready[last];
+      reps[ready[pos]].ready_pos = pos;
+    }
+    ready.pop_back();
+    reps[slot].ready_pos = -1;
+  }
+
+  size_t ViewPos(int slot) const { return static_cast<size_t>(reps[slot].view_pos); }
 
   void SetState(int slot, RState s, double now) {
     Rep& rep = reps[slot];
     --counts[static_cast<int>(rep.state)];
     ++counts[static_cast<int>(s)];
-    if (rep.state == RState::kReady) {
-      auto& ready = stages[rep.stage].ready;
-      ready.erase(std::find(ready.begin(), ready.end(), slot));
-    }
+    if (rep.state == RState::kReady) RemoveReady(slot);
     rep.state = s;
-    if (s == RState::kReady) stages[rep.stage].ready.push_back(slot);
+    if (s == RState::kReady) AddReady(slot);
     size_t pos = ViewPos(slot);
     auto& vr = state.stages[rep.stage].replicas[pos];
     vr.state = ViewState(s);
@@ -397,9 +452,10 @@ struct Simulator::Impl {
     state.stages[stage].replicas.push_back(
         policy::Replica{MakeWorker(nodes[node]), ViewState(s), static_cast<policy::TimeMs>(now)});
     metrics.stages[stage].replicas.push_back(policy::ReplicaMetrics{nodes[node].id, 0, 0, 0});
+    rep.view_pos = static_cast<int>(slots[stage].size());
     slots[stage].push_back(slot);
     if (s == RState::kReady) {
-      stages[stage].ready.push_back(slot);
+      AddReady(slot);
       DrainPending(stage, now);
     }
     return slot;
@@ -408,16 +464,22 @@ struct Simulator::Impl {
   // Removes the replica from every view; the node keeps running (drain) or is gone (preempt).
   void ReleaseReplica(int slot) {
     Rep& rep = reps[slot];
-    if (rep.state == RState::kReady) {
-      auto& ready = stages[rep.stage].ready;
-      ready.erase(std::find(ready.begin(), ready.end(), slot));
-    }
-    size_t pos = ViewPos(slot);
+    if (rep.state == RState::kReady) RemoveReady(slot);
+    const size_t pos = ViewPos(slot);
     auto& vs = state.stages[rep.stage].replicas;
-    vs.erase(vs.begin() + static_cast<ptrdiff_t>(pos));
     auto& ms = metrics.stages[rep.stage].replicas;
-    ms.erase(ms.begin() + static_cast<ptrdiff_t>(pos));
-    slots[rep.stage].erase(slots[rep.stage].begin() + static_cast<ptrdiff_t>(pos));
+    auto& sl = slots[rep.stage];
+    const size_t last = sl.size() - 1;
+    if (pos != last) {
+      vs[pos] = std::move(vs[last]);
+      ms[pos] = std::move(ms[last]);
+      sl[pos] = sl[last];
+      reps[sl[pos]].view_pos = static_cast<int>(pos);
+    }
+    vs.pop_back();
+    ms.pop_back();
+    sl.pop_back();
+    rep.view_pos = -1;
     --counts[static_cast<int>(rep.state)];
     nodes[rep.node].rep = -1;
     rep.state = RState::kFree;
@@ -670,7 +732,7 @@ struct Simulator::Impl {
       return;
     }
     ++arrivals_made;
-    Push(t, EvType::kArrival);
+    next_arrival_t = t;
   }
 
   void Arrival(double now) {
@@ -756,9 +818,9 @@ struct Simulator::Impl {
     if (arrivals.times_ms.empty() && gap_sampler) {
       // The first arrival is one gap after the start.
       double t = arrivals.start_ms + (*gap_sampler)(rng_arrival);
-      if (t <= arrival_end && (arrivals.max_requests == 0 || arrivals.max_requests > 0)) {
+      if (t <= arrival_end) {
         ++arrivals_made;
-        Push(t, EvType::kArrival);
+        next_arrival_t = t;
       } else {
         arrivals_done = true;
       }
@@ -771,21 +833,30 @@ struct Simulator::Impl {
     double now = 0;
     double hard_stop = -1;
     uint64_t events = 0;
-    while (!heap.empty()) {
-      Ev ev = heap.top();
+    for (;;) {
+      // The next arrival runs before heap events of the same time.
+      const bool arrival = next_arrival_t >= 0 && (heap.empty() || next_arrival_t <= heap.top().t);
+      if (!arrival && heap.empty()) break;
+      const double t = arrival ? next_arrival_t : heap.top().t;
       if (arrivals_done) {
         // After the last arrival: stop when the system is empty, or when every deadline has
         // passed (arrival_end + timeout).
         if (hard_stop < 0) hard_stop = std::max(now, arrival_end) + o.timeout_ms;
-        if (in_system == 0 || ev.t > hard_stop) break;
+        if (in_system == 0 || t > hard_stop) break;
       }
-      heap.pop();
-      now = ev.t;
+      now = t;
       ++events;
       if (o.progress && (events & ((1u << 20) - 1)) == 0) o.progress(now, arrival_end);
+      if (arrival) {
+        next_arrival_t = -1;
+        Arrival(now);
+        continue;
+      }
+      Ev ev = heap.top();
+      heap.pop();
       switch (ev.type) {
-        case EvType::kArrival: Arrival(now); break;
-        case EvType::kStageArrive: Route(ev.a, static_cast<int>(ev.b), now); break;
+        case EvType::kArrival: break;  // arrivals do not go through the heap
+        case EvType::kStageArrive: GroupArrives(ev.a, static_cast<int>(ev.b), now); break;
         case EvType::kServiceDone: ServiceDone(static_cast<int>(ev.a), ev.b, now); break;
         case EvType::kJoinDone:
           if (reps[ev.a].gen == ev.b && reps[ev.a].state == RState::kJoining) {
@@ -817,7 +888,9 @@ struct Simulator::Impl {
     while (!heap.empty()) {
       Ev ev = heap.top();
       heap.pop();
-      if (ev.type == EvType::kStageArrive) TimedOut(ev.a);
+      if (ev.type == EvType::kStageArrive) {
+        for (uint32_t i : groups[ev.a]) TimedOut(i);
+      }
     }
     CloseInterval(now);
     r.end_ms = now;
