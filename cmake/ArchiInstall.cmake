@@ -1,7 +1,7 @@
 # Install rules and the exported CMake package: find_package(Archipelago) -> archi::archi.
 include(CMakePackageConfigHelpers)
 
-set(_archi_libs archi_core archi_policy archi_proto archi_kernels archi_model archi_collectives archi_world archi_executor archi_frontend archi)
+set(_archi_libs archi_core archi_policy archi_proto archi_kernels archi_model archi_collectives archi_world archi_executor archi_coordinator archi_frontend archi)
 if(TARGET archi_kernels_cuda)
   list(APPEND _archi_libs archi_kernels_cuda)
 endif()
@@ -11,7 +11,7 @@ install(TARGETS ${_archi_libs} EXPORT ArchipelagoTargets
   RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})
 
 # Public headers keep their source paths under include/archipelago/.
-foreach(dir runtime/core runtime/policy runtime/model runtime/executor runtime/frontend kernels collectives world)
+foreach(dir runtime/core runtime/policy runtime/model runtime/executor runtime/coordinator runtime/frontend kernels collectives world)
   install(DIRECTORY ${PROJECT_SOURCE_DIR}/${dir}/ DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/archipelago/${dir}
     FILES_MATCHING PATTERN "*.h" PATTERN "cpu" EXCLUDE PATTERN "nccl" EXCLUDE PATTERN "cuda" EXCLUDE PATTERN "tools" EXCLUDE)
 endforeach()

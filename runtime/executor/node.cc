@@ -128,7 +128,7 @@ Result<MemberInfo> MemberInfo::FromJson(const std::string& json) {
 PipelineNode::PipelineNode(NodeOptions options, BatchHandler on_batch)
     : options_(std::move(options)),
       on_batch_(std::move(on_batch)),
-      incarnation_(RandomIncarnation()),
+      incarnation_(options_.incarnation.empty() ? RandomIncarnation() : options_.incarnation),
       worlds_(std::make_unique<WorldManager>()) {
   self_key_ = MembersPrefix(options_.pipeline) + options_.id;
   options_.lease_timeout_ms =
@@ -317,12 +317,17 @@ NodeStats PipelineNode::stats() const {
   return s;
 }
 
+std::string PipelineNode::state() const {
+  std::lock_guard lock(mu_);
+  return self_.state;
+}
+
 std::vector<LinkStats> PipelineNode::links() const {
   std::lock_guard lock(mu_);
   std::vector<LinkStats> out;
   for (const auto& l : links_) {
-    out.push_back(
-        {l->peer.id, l->peer.stage, l->downstream, l->outstanding, l->batches_sent, l->closing});
+    out.push_back({l->peer.id, l->peer.incarnation, l->peer.stage, l->downstream, l->outstanding,
+                   l->batches_sent, l->closing});
   }
   return out;
 }
@@ -486,6 +491,43 @@ void PipelineNode::OnLinkBroken(const std::shared_ptr<Link>& link, const Status&
                      options_.pipeline, peer.id, peer.stage, why.ToString(), again.size());
     }
   }
+  if (!expected && options_.on_link_broken) options_.on_link_broken(link->world, peer, why);
+}
+
+void PipelineNode::DropPeer(const std::string& id, const std::string& incarnation,
+                            const std::string& why) {
+  std::lock_guard lock(mu_);
+  const std::string tag = id + "." + incarnation;
+  if (std::find(failed_.begin(), failed_.end(), tag) == failed_.end()) failed_.push_back(tag);
+  for (auto& l : links_) {
+    // The reader's pending Recv fails at once; OnLinkBroken re-sends what it held.
+    if (l->peer.id == id && l->peer.incarnation == incarnation) {
+      l->comm->Abort(Status(StatusCode::kUnavailable, why));
+    }
+  }
+}
+
+Status SetMemberState(Store& store, const std::string& pipeline, const std::string& id,
+                      const std::string& incarnation, const std::string& state) {
+  if (state != "draining" && state != "gone") {
+    return InvalidArgumentError("SetMemberState: state must be draining or gone, not " + state);
+  }
+  const std::string key = MembersPrefix(pipeline) + id;
+  for (int tries = 0; tries < 8; ++tries) {
+    ARCHI_ASSIGN_OR_RETURN(std::string cur, store.Get(key, Deadline::AfterMs(1000)));
+    ARCHI_ASSIGN_OR_RETURN(MemberInfo m, MemberInfo::FromJson(cur));
+    if (!incarnation.empty() && m.incarnation != incarnation) {
+      return NotFoundError("member " + id + " has incarnation " + m.incarnation + ", not " +
+                           incarnation);
+    }
+    if (m.state == state || m.state == "gone") return Status::Ok();
+    MemberInfo next = m;
+    next.state = state;
+    ARCHI_ASSIGN_OR_RETURN(std::string got,
+                           store.CompareSet(key, cur, next.ToJson(), Deadline::AfterMs(1000)));
+    if (got == next.ToJson()) return Status::Ok();
+  }
+  return AbortedError("registry entry of " + id + " kept changing");
 }
 
 void PipelineNode::MarkGone(const MemberInfo& peer, const std::string& why) {
@@ -717,6 +759,16 @@ void PipelineNode::MembershipLoop(std::stop_token st) {
           for (int dir = 0; dir < 2; ++dir) {
             const bool downstream = dir == 0;
             if (m.stage != (downstream ? down : up)) continue;
+            // A neighbour marked gone (dead or fenced): break its links now rather than wait for
+            // the world layer to notice, so its unacknowledged work is re-sent at once.
+            if (m.state == "gone") {
+              for (auto& l : links_) {
+                if (l->peer.id == id && l->peer.incarnation == m.incarnation && !l->closing &&
+                    !l->closed_by_peer) {
+                  l->comm->Abort(Status(StatusCode::kUnavailable, "peer " + id + " marked gone"));
+                }
+              }
+            }
             // Close down-links to members that are leaving.
             for (auto& l : links_) {
               if (l->peer.id == id && l->downstream == downstream && downstream && !l->closing &&

@@ -85,10 +85,18 @@ struct NodeOptions {
   // plan under the same name), the member is fenced: its layers no longer fit. Empty: no check.
   std::string plan_json;
   int64_t lease_timeout_ms = 3000;
+  // The member incarnation (part of every world name). Empty: a random one. A coordinator passes
+  // its fencing epoch here, so a retired epoch can never link again.
+  std::string incarnation;
+  // Called (on a reader thread, without the node's lock) when a link to a neighbour breaks
+  // without a drain: the worker agent reports it to the coordinator. May be empty.
+  std::function<void(const std::string& world, const MemberInfo& peer, const Status& why)>
+      on_link_broken;
 };
 
 struct LinkStats {
   std::string peer_id;
+  std::string peer_incarnation;
   int peer_stage = 0;
   bool downstream = false;
   int outstanding = 0;
@@ -109,6 +117,13 @@ std::string MembersPrefix(const std::string& pipeline);  // "archi/pipeline/<nam
 std::string PlanKey(const std::string& pipeline);        // "archi/pipeline/<name>/plan"
 std::string AlivePrefix(const std::string& pipeline);    // "archi/pipeline/<name>/alive/"
 Status ValidateMemberId(const std::string& id);
+
+// Sets the registry state of member `id` ("draining" or "gone") by compare-and-set, so a member's
+// own counter updates never undo it. `incarnation` non-empty: only that incarnation. kNotFound if
+// there is no such member; OK without a change when it is already in that state (or gone).
+// Used by the frontend's admin and the coordinator.
+Status SetMemberState(Store& store, const std::string& pipeline, const std::string& id,
+                      const std::string& incarnation, const std::string& state);
 
 class PipelineNode {
  public:
@@ -131,6 +146,10 @@ class PipelineNode {
   // or the frontend has answered its requests).
   void Ack(const Origin& origin);
 
+  // Breaks every link with member `id` of `incarnation` at once (its unacknowledged micro-batches
+  // are re-sent elsewhere) and never links with it again: the coordinator declared it dead.
+  void DropPeer(const std::string& id, const std::string& incarnation, const std::string& why);
+
   // Marks this member draining in the registry (upstreams then stop routing to it).
   Status BeginDrain();
   bool draining() const { return draining_.load(); }
@@ -141,6 +160,8 @@ class PipelineNode {
 
   NodeStats stats() const;
   std::vector<LinkStats> links() const;
+  // This member's registry state as last written or read (joining | ready | draining | gone).
+  std::string state() const;
   const NodeOptions& options() const { return options_; }
   const std::string& incarnation() const { return incarnation_; }
 

@@ -454,4 +454,19 @@ bool operator==(const PipelinePlan& a, const PipelinePlan& b) {
          a.default_timeout_ms == b.default_timeout_ms;
 }
 
+Result<ServingPlan> LoadServingPlan(const std::string& path) {
+  ServingPlan out;
+  ARCHI_ASSIGN_OR_RETURN(out.plan, PipelinePlan::FromYamlFile(path));
+  out.plan.model_dir =
+      std::filesystem::absolute(out.plan.model_dir).lexically_normal().string();
+  const std::string cfg_path = out.plan.model_dir + "/config.json";
+  std::ifstream f(cfg_path);
+  if (!f) return NotFoundError("model config " + cfg_path + " not found (plan " + path + ")");
+  std::stringstream ss;
+  ss << f.rdbuf();
+  ARCHI_ASSIGN_OR_RETURN(out.config, model::ModelConfig::FromJson(ss.str()));
+  ARCHI_RETURN_IF_ERROR(out.plan.Validate(out.config));
+  return out;
+}
+
 }  // namespace archi::executor

@@ -63,4 +63,13 @@ struct PipelinePlan {
   friend bool operator==(const PipelinePlan&, const PipelinePlan&);
 };
 
+// What a process serving a plan needs (frontend, coordinator): the plan read from `path`, its
+// model directory made absolute (workers may run elsewhere), its model config read from
+// <model>/config.json, and the plan validated against it. kNotFound when a file is missing.
+struct ServingPlan {
+  PipelinePlan plan;
+  model::ModelConfig config;
+};
+Result<ServingPlan> LoadServingPlan(const std::string& path);
+
 }  // namespace archi::executor

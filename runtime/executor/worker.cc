@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -72,11 +73,20 @@ void StageWorker::ComputeLoop(std::stop_token st) {
         std::copy(in.lengths.begin(), in.lengths.end(), lengths->data_as<int32_t>());
         const auto t0 = std::chrono::steady_clock::now();
         out = model_->Run(in.payload, *lengths);
-        m_.compute_seconds.Observe(
-            std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
-      }
-      if (options_.extra_compute_ms > 0) {
-        std::this_thread::sleep_for(std::chrono::milliseconds(options_.extra_compute_ms));
+        if (options_.extra_compute_ms > 0) {
+          std::this_thread::sleep_for(std::chrono::milliseconds(options_.extra_compute_ms));
+        }
+        const double secs =
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        m_.compute_seconds.Observe(secs);
+        std::lock_guard lock(mu_);
+        busy_seconds_ += secs;
+        if (compute_ms_ring_.size() < 256) {
+          compute_ms_ring_.push_back(secs * 1e3);
+        } else {
+          compute_ms_ring_[ring_next_] = secs * 1e3;
+          ring_next_ = (ring_next_ + 1) % compute_ms_ring_.size();
+        }
       }
       if (!out.ok()) {
         m_.failed.Increment();
@@ -177,6 +187,8 @@ Status StageWorker::Run() {
                  options_.stage, range.begin, range.end, plan_.model_dir, load_ms);
 
   NodeOptions no;
+  no.incarnation = options_.incarnation;
+  no.on_link_broken = options_.on_link_broken;
   no.pipeline = plan_.name;
   no.id = options_.id;
   no.stage = options_.stage;
@@ -187,6 +199,7 @@ Status StageWorker::Run() {
   node_ = std::make_unique<PipelineNode>(
       no, [this](Batch&& b, Origin o) { OnBatch(std::move(b), std::move(o)); });
   ARCHI_RETURN_IF_ERROR(node_->Start());
+  node_started_ = true;
   std::jthread compute([this](std::stop_token st) { ComputeLoop(st); });
 
   bool ready_written = false;
@@ -246,8 +259,40 @@ Status StageWorker::Run() {
   compute.request_stop();
   cv_.notify_all();
   compute.join();
+  node_started_ = false;
   node_->Stop();
   return result;
+}
+
+void StageWorker::DropPeer(const std::string& id, const std::string& incarnation,
+                           const std::string& why) {
+  if (node_started_) node_->DropPeer(id, incarnation, why);
+}
+
+WorkerSnapshot StageWorker::Snapshot() const {
+  WorkerSnapshot s;
+  s.state = "loading";
+  if (node_started_) {
+    s.state = node_->state();
+    const NodeStats ns = node_->stats();
+    s.resent = ns.batches_resent;
+    s.inflight = ns.inflight;
+    for (const auto& l : node_->links()) s.links.push_back(l.peer_id + "." + l.peer_incarnation);
+  }
+  std::vector<double> ms;
+  {
+    std::lock_guard lock(mu_);
+    s.queue_depth = queue_.size();
+    s.processed = processed_;
+    s.busy_seconds = busy_seconds_;
+    ms = compute_ms_ring_;
+  }
+  if (!ms.empty()) {
+    std::sort(ms.begin(), ms.end());
+    s.compute_p50_ms = ms[ms.size() / 2];
+    s.compute_p99_ms = ms[std::min(ms.size() - 1, ms.size() * 99 / 100)];
+  }
+  return s;
 }
 
 }  // namespace archi::executor

@@ -12,6 +12,8 @@
 #include <atomic>
 #include <condition_variable>
 #include <deque>
+#include <functional>
+#include <vector>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -34,6 +36,24 @@ struct WorkerOptions {
   int64_t plan_wait_ms = 30'000;  // how long to wait for the frontend to publish the plan
   std::string ready_file;         // written (JSON) once the worker is ready
   std::string metrics_listen;     // host:port of /metrics (Prometheus); empty: no metrics server
+  // Set by the coordinator's worker agent: the member incarnation (its fencing epoch) and a
+  // callback for links that break (see NodeOptions). Empty: random incarnation, no callback.
+  std::string incarnation;
+  std::function<void(const std::string& world, const MemberInfo& peer, const Status& why)>
+      on_link_broken;
+};
+
+// What a worker reports about itself (the coordinator's heartbeat); cumulative counters, the
+// caller takes differences between two snapshots for rates.
+struct WorkerSnapshot {
+  std::string state;  // loading | joining | ready | draining | stopped
+  size_t queue_depth = 0;
+  uint64_t processed = 0;  // micro-batches taken from the queue (computed, expired or failed)
+  uint64_t resent = 0;
+  size_t inflight = 0;
+  double busy_seconds = 0;  // total compute time
+  double compute_p50_ms = 0, compute_p99_ms = 0;  // over the last 256 micro-batches
+  std::vector<std::string> links;                 // "<peer id>.<peer incarnation>"
 };
 
 class StageWorker {
@@ -46,6 +66,10 @@ class StageWorker {
   // Async-signal-unsafe; call from a normal thread (the binary's signal thread).
   void RequestDrain();
   void Stop();
+  // Thread-safe; cheap (no I/O).
+  WorkerSnapshot Snapshot() const;
+  // Breaks the links to a neighbour the coordinator declared dead (PipelineNode::DropPeer).
+  void DropPeer(const std::string& id, const std::string& incarnation, const std::string& why);
 
  private:
   void OnBatch(Batch&& batch, Origin origin);
@@ -65,8 +89,12 @@ class StageWorker {
   void InitMetrics();
   void UpdateMetrics();
 
-  std::mutex mu_;
+  mutable std::mutex mu_;
   std::condition_variable cv_;
+  std::atomic<bool> node_started_{false};
+  std::vector<double> compute_ms_ring_;  // guarded by mu_
+  size_t ring_next_ = 0;
+  double busy_seconds_ = 0;
   std::deque<std::pair<Batch, Origin>> queue_;
   bool busy_ = false;
   std::atomic<bool> drain_requested_{false};

@@ -3,6 +3,7 @@
 #include <grpcpp/grpcpp.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <condition_variable>
 #include <cstring>
 #include <deque>
@@ -16,6 +17,7 @@
 
 #include "proto/inference.grpc.pb.h"
 #include "runtime/core/logging.h"
+#include "runtime/policy/policy.h"
 #include "runtime/executor/metrics.h"
 #include "runtime/executor/node.h"
 #include "runtime/executor/plan.h"
@@ -38,12 +40,6 @@ grpc::Status ToGrpc(const Status& s) {
   return grpc::Status(static_cast<grpc::StatusCode>(s.code()), std::string(s.message()));
 }
 
-std::string ReadFile(const std::string& path) {
-  std::ifstream f(path);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
 }  // namespace
 
 struct Frontend::Impl {
@@ -54,6 +50,7 @@ struct Frontend::Impl {
   std::unique_ptr<StoreServer> store_server;
   std::shared_ptr<Store> store;
   std::unique_ptr<ex::PipelineNode> node;
+  std::unique_ptr<coordinator::Coordinator> coord;  // outlives `server` (declared before it)
   std::unique_ptr<grpc::Server> server;
   std::string bound_address;
   std::unique_ptr<pb::Inference::CallbackService> inference_service;
@@ -81,6 +78,9 @@ struct Frontend::Impl {
   // Counters (guarded by mu).
   uint64_t admitted = 0, completed = 0, failed = 0, deadline_exceeded = 0, rejected = 0,
            duplicates = 0;
+  // Recent answers (unix ms, latency ms) for the coordinator's policy: the last 5 s.
+  std::deque<std::pair<int64_t, double>> recent;
+  policy::FrontendMetrics RecentMetrics();
   std::jthread batcher, deadline_thread;
 
   // Prometheus (a disabled Metrics when --metrics-listen is not given).
@@ -179,16 +179,9 @@ Status Frontend::Impl::Init() {
   if (!options.metrics_listen.empty()) {
     ARCHI_ASSIGN_OR_RETURN(metrics, ex::Metrics::Serve(options.metrics_listen));
   }
-  ARCHI_ASSIGN_OR_RETURN(plan, ex::PipelinePlan::FromYamlFile(options.plan_path));
-  // Workers may run from another directory: publish an absolute model path.
-  plan.model_dir = std::filesystem::absolute(plan.model_dir).lexically_normal().string();
-  const std::string cfg_path = plan.model_dir + "/config.json";
-  if (!std::filesystem::exists(cfg_path)) {
-    return NotFoundError("model config " + cfg_path + " not found (plan " + options.plan_path +
-                         ")");
-  }
-  ARCHI_ASSIGN_OR_RETURN(config, model::ModelConfig::FromJson(ReadFile(cfg_path)));
-  ARCHI_RETURN_IF_ERROR(plan.Validate(config));
+  ARCHI_ASSIGN_OR_RETURN(auto serving, ex::LoadServingPlan(options.plan_path));
+  plan = std::move(serving.plan);
+  config = serving.config;
   InitMetrics();
   const std::string vocab = plan.model_dir + "/vocab.txt";
   if (std::filesystem::exists(vocab)) {
@@ -227,6 +220,13 @@ Status Frontend::Impl::Init() {
       no, [this](ex::Batch&& b, ex::Origin o) { OnResult(std::move(b), std::move(o)); });
   ARCHI_RETURN_IF_ERROR(node->Start());
 
+  if (options.coordinator) {
+    const std::string store_addr =
+        store_server ? store_server->address() : options.store_address;
+    ARCHI_ASSIGN_OR_RETURN(coord, coordinator::Coordinator::Create(options.coordinator_options,
+                                                                   plan, store, store_addr));
+    coord->SetFrontendMetrics([this] { return RecentMetrics(); });
+  }
   inference_service = std::make_unique<InferenceImpl>(this);
   admin_service = std::make_unique<AdminImpl>(this);
   grpc::ServerBuilder builder;
@@ -234,6 +234,9 @@ Status Frontend::Impl::Init() {
   builder.AddListeningPort(options.listen, grpc::InsecureServerCredentials(), &port);
   builder.RegisterService(inference_service.get());
   builder.RegisterService(admin_service.get());
+  if (coord) {
+    for (grpc::Service* svc : coord->services()) builder.RegisterService(svc);
+  }
   builder.SetMaxReceiveMessageSize(1 << 20);
   server = builder.BuildAndStart();
   if (!server || port == 0) {
@@ -479,6 +482,9 @@ void Frontend::Impl::OnResult(ex::Batch&& batch, ex::Origin origin) {
       p.response->set_total_ms(std::chrono::duration<double, std::milli>(now - p.admitted).count());
       done.emplace_back(p.reactor, grpc::Status::OK);
       latency_seconds.Observe(std::chrono::duration<double>(now - p.admitted).count());
+      recent.emplace_back(ex::UnixMillis(),
+                          std::chrono::duration<double, std::milli>(now - p.admitted).count());
+      if (recent.size() > 100'000) recent.pop_front();
       Count(grpc::StatusCode::OK);
       pending.erase(it);
       ++completed;
@@ -487,6 +493,26 @@ void Frontend::Impl::OnResult(ex::Batch&& batch, ex::Origin origin) {
   }
   FinishAll(done);
   node->Ack(origin);
+}
+
+policy::FrontendMetrics Frontend::Impl::RecentMetrics() {
+  constexpr int64_t kWindowMs = 5000;
+  const int64_t now = ex::UnixMillis();
+  std::vector<double> lat;
+  {
+    std::lock_guard lock(mu);
+    while (!recent.empty() && recent.front().first < now - kWindowMs) recent.pop_front();
+    lat.reserve(recent.size());
+    for (const auto& r : recent) lat.push_back(r.second);
+  }
+  policy::FrontendMetrics m;
+  m.admitted_rps = static_cast<double>(lat.size()) * 1000.0 / kWindowMs;
+  if (!lat.empty()) {
+    const size_t k = std::min(lat.size() - 1, lat.size() * 99 / 100);
+    std::nth_element(lat.begin(), lat.begin() + static_cast<std::ptrdiff_t>(k), lat.end());
+    m.p99_ms = lat[k];
+  }
+  return m;
 }
 
 grpc::Status Frontend::Impl::GetStatus(pb::StatusResponse* resp) {
@@ -588,6 +614,7 @@ void Frontend::Impl::Shutdown() {
   deadline_cv.notify_all();
   if (batcher.joinable()) batcher.join();
   if (deadline_thread.joinable()) deadline_thread.join();
+  if (coord) coord->Shutdown();  // ends the worker sessions, so the server need not wait for them
   if (server) server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
   if (node) node->Stop();
   if (store_server) store_server->Shutdown(Deadline::AfterMs(1000));

@@ -5,7 +5,7 @@
 // the last stage) and answers every admitted request exactly once: with its embedding, with
 // DEADLINE_EXCEEDED when its deadline passes first (a late result is then dropped), or with
 // UNAVAILABLE when the frontend shuts down. It also hosts the rendezvous store (by default) and
-// the Admin service (Status, Drain).
+// the Admin service (Status, Drain) and, by default, the coordinator (runtime/coordinator).
 //
 // Input errors (INVALID_ARGUMENT, with the reason): no input, empty text or id list, text over
 // 64 KiB, more ids than the plan's max_tokens, ids outside the vocabulary, text for a model without
@@ -15,6 +15,7 @@
 #include <memory>
 #include <string>
 
+#include "runtime/coordinator/coordinator.h"
 #include "runtime/core/status.h"
 
 namespace archi::frontend {
@@ -26,6 +27,11 @@ struct FrontendOptions {
   std::string store_address;                 // use an external store instead (host:port)
   int threads = 0;                           // kernel threads (unused by the frontend itself)
   std::string metrics_listen;                // host:port of /metrics (Prometheus); empty: off
+  // The embedded coordinator (runtime/coordinator), served on the same gRPC address: workers
+  // started with `archi-worker --coordinator <listen>` are assigned stages by it. Off: workers
+  // join by stage (archi-worker --store --stage) or a standalone archi-coordinator plans them.
+  bool coordinator = true;
+  coordinator::CoordinatorOptions coordinator_options;
 };
 
 class Frontend {

@@ -1,7 +1,12 @@
 // archi-worker: one replica of one pipeline stage, or (under mpirun) a whole pipeline.
 //
+//   archi-worker --coordinator 127.0.0.1:PORT [--id w1] [--token T]   (assigned by the coordinator)
 //   archi-worker --store 127.0.0.1:PORT --pipeline demo --stage 1 [--id w1] [--threads 1]
 //   mpirun -np N archi-worker --config pipeline.yaml [--replicas 1,2,1] [--duration-s S]
+//
+// Coordinator launch: registers with the coordinator, waits in its idle pool, serves the stage it
+// is assigned, goes back to idle when released; SIGTERM drains and exits 0, exit 1 when the
+// coordinator refuses it (bad token, id in use) or is unreachable for 30 s at start.
 //
 // Plain launch: reads the plan the frontend published in the store, loads its stage's layers,
 // links with the replicas of the neighbouring stages and serves until drained. SIGTERM or SIGINT
@@ -16,6 +21,8 @@
 #include <CLI/CLI.hpp>
 #include <cstdio>
 
+#include "runtime/coordinator/agent.h"
+#include "runtime/coordinator/auth.h"
 #include "runtime/executor/tools/mpi_launch.h"
 #include "runtime/executor/tools/worker_process.h"
 #include "runtime/executor/worker.h"
@@ -73,6 +80,30 @@ int main(int argc, char** argv) {
   app.add_option("--frontend-ready-file", m.frontend_ready_file,
                  "mpirun launch: rank 0 writes {grpc, store, pid, pipeline, ranks} JSON here")
       ->needs(config_opt);
+  // Coordinator mode.
+  archi::coordinator::AgentOptions a;
+  std::string token;
+  auto* coord_opt = app.add_option(
+      "--coordinator", a.coordinator,
+      "join the idle pool of this coordinator (host:port; the frontend's gRPC address by "
+      "default) and serve whatever stage it assigns");
+  coord_opt->excludes(store_opt, pipeline_opt, stage_opt, config_opt);
+  app.add_option("--token", token, "coordinator: shared token (default: $ARCHI_TOKEN)")
+      ->needs(coord_opt);
+  app.add_option("--capacity", a.capacity, "coordinator: relative throughput of this worker")
+      ->check(CLI::Range(0.001, 1e6))
+      ->capture_default_str()
+      ->needs(coord_opt);
+  app.add_option("--price-per-hour", a.price_per_hour, "coordinator: what this worker costs")
+      ->check(CLI::Range(0.0, 1e9))
+      ->needs(coord_opt);
+  app.add_option("--kind", a.kind, "coordinator: unit kind (e.g. cpu-2)")->needs(coord_opt);
+  app.add_option("--devices", a.devices, "coordinator: accelerators this worker can use")
+      ->check(CLI::Range(0, 4096))
+      ->needs(coord_opt);
+  app.add_option("--status-file", a.status_file,
+                 "coordinator: write {id, pid, epoch, state, stage} JSON here on every change")
+      ->needs(coord_opt);
   CLI11_PARSE(app, argc, argv);
 
   // Blocked before any thread starts (MPI's and gRPC's included), so every thread inherits it and
@@ -88,6 +119,14 @@ int main(int argc, char** argv) {
     m.extra_compute_ms = o.extra_compute_ms;
     m.plan_wait_ms = o.plan_wait_ms;
     return archi::executor::RunMpiLaunch(m, &argc, &argv);
+  }
+  if (!a.coordinator.empty()) {
+    a.token = archi::coordinator::TokenFromFlagOrEnv(token);
+    a.worker_id = o.id;
+    a.threads = o.threads;
+    a.extra_compute_ms = o.extra_compute_ms;
+    a.metrics_listen = o.metrics_listen;
+    return archi::coordinator::RunAgentProcess(a, signals);
   }
   if (o.store_address.empty() || o.pipeline.empty() || stage_opt->count() == 0) {
     std::fprintf(stderr,

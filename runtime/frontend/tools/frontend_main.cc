@@ -2,7 +2,11 @@
 // rendezvous store.
 //
 //   archi-frontend --plan pipeline.yaml [--listen 127.0.0.1:0] [--store-listen 127.0.0.1:0]
-//                  [--ready-file F]
+//                  [--ready-file F] [--replicas 1,2,1] [--token T] [--policy reactive]
+//
+// The coordinator is embedded and served on --listen: start workers with
+// `archi-worker --coordinator <grpc address>` and it assigns them to stages (--no-coordinator:
+// workers pick their stage with --store/--stage).
 //
 // Once serving it prints "frontend ready grpc=HOST:PORT store=HOST:PORT" on stdout and writes the
 // same as JSON {"grpc", "store", "pid", "pipeline"} to --ready-file (atomically). SIGINT/SIGTERM:
@@ -14,6 +18,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "runtime/coordinator/auth.h"
 #include "runtime/core/logging.h"
 #include "runtime/executor/ready_file.h"
 #include "runtime/frontend/frontend.h"
@@ -34,7 +39,35 @@ int main(int argc, char** argv) {
   app.add_option("--ready-file", ready_file, "write {grpc, store, pid, pipeline} JSON here");
   app.add_option("--metrics-listen", o.metrics_listen,
                  "serve Prometheus metrics at http://HOST:PORT/metrics (port 0 picks one)");
+  // Embedded coordinator.
+  auto& co = o.coordinator_options;
+  bool no_coordinator = false;
+  std::string token;
+  app.add_flag("--no-coordinator", no_coordinator,
+               "do not embed the coordinator (workers join with --stage, or a standalone "
+               "archi-coordinator plans them)");
+  app.add_option("--replicas", co.replicas,
+                 "coordinator: target replicas per stage, e.g. 1,2,1 (default 1 each)")
+      ->delimiter(',');
+  app.add_option("--token", token,
+                 "coordinator: shared token workers and admin clients must present (default: "
+                 "$ARCHI_TOKEN; none: no authentication)");
+  app.add_option("--policy", co.policy, "coordinator: scaling policy (none | reactive)")
+      ->check(CLI::IsMember({"none", "reactive"}))
+      ->capture_default_str();
+  app.add_option("--slo-p99-ms", co.slo_p99_ms, "coordinator: end-to-end p99 target for the policy")
+      ->check(CLI::Range(0.0, 1e7));
+  app.add_option("--heartbeat-timeout-ms", co.heartbeat_timeout_ms,
+                 "coordinator: declare a worker dead after this long without a heartbeat")
+      ->check(CLI::Range(20, 600'000))
+      ->capture_default_str();
+  app.add_option("--heartbeat-interval-ms", co.heartbeat_interval_ms,
+                 "coordinator: how often workers heartbeat")
+      ->check(CLI::Range(10, 60'000))
+      ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
+  o.coordinator = !no_coordinator;
+  co.token = archi::coordinator::TokenFromFlagOrEnv(token);
 
   sigset_t signals;
   sigemptyset(&signals);

@@ -1,0 +1,238 @@
+#include "bench/harness/coordinated_cluster.h"
+
+#include <grpcpp/grpcpp.h>
+#include <signal.h>
+
+#include <filesystem>
+#include <sstream>
+#include <thread>
+
+#include "bench/harness/local_cluster.h"
+#include "bench/harness/ready_file.h"
+#include "proto/coordinator.grpc.pb.h"
+
+namespace archi::harness {
+
+namespace fs = std::filesystem;
+
+namespace {
+std::chrono::system_clock::time_point ToSystem(Deadline d) {
+  return std::chrono::system_clock::now() +
+         std::chrono::duration_cast<std::chrono::system_clock::duration>(d.Remaining());
+}
+Status FromGrpc(const grpc::Status& s, const std::string& what) {
+  if (s.ok()) return Status::Ok();
+  return Status(static_cast<StatusCode>(s.error_code()), what + ": " + s.error_message());
+}
+}  // namespace
+
+class CoordinatedCluster::Client {
+ public:
+  Client(const std::string& target, std::string token) : token_(std::move(token)) {
+    stub_ = proto::CoordinatorAdmin::NewStub(
+        grpc::CreateChannel(target, grpc::InsecureChannelCredentials()));
+  }
+  template <typename Req, typename Resp, typename Call>
+  Status Do(Call call, const Req& req, Resp* resp, Deadline deadline, const std::string& what) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(ToSystem(deadline));
+    if (!token_.empty()) ctx.AddMetadata("authorization", "Bearer " + token_);
+    return FromGrpc((stub_.get()->*call)(&ctx, req, resp), what);
+  }
+  std::unique_ptr<proto::CoordinatorAdmin::Stub> stub_;
+  std::string token_;
+};
+
+CoordinatedCluster::CoordinatedCluster(CoordinatedClusterOptions o) : o_(std::move(o)) {}
+CoordinatedCluster::~CoordinatedCluster() { Stop(Millis(2'000)); }
+
+Result<std::unique_ptr<CoordinatedCluster>> CoordinatedCluster::Start(
+    CoordinatedClusterOptions o) {
+  if (o.plan_path.empty() || o.work_dir.empty()) {
+    return InvalidArgumentError("CoordinatedCluster: plan_path and work_dir are required");
+  }
+  if (o.frontend_bin.empty()) o.frontend_bin = DefaultFrontendBinary();
+  if (o.worker_bin.empty()) o.worker_bin = DefaultWorkerBinary();
+  if (o.frontend_bin.empty() || o.worker_bin.empty()) {
+    return NotFoundError("CoordinatedCluster: archi-frontend or archi-worker binary not found");
+  }
+  std::error_code ec;
+  fs::create_directories(o.work_dir, ec);
+  const Deadline deadline = Deadline::AfterMs(o.start_timeout_ms);
+  std::unique_ptr<CoordinatedCluster> c(new CoordinatedCluster(o));
+  const std::string ready = o.work_dir + "/frontend.ready";
+  fs::remove(ready, ec);
+  std::vector<std::string> args = {"--plan", o.plan_path, "--listen", "127.0.0.1:0",
+                                   "--ready-file", ready};
+  if (!o.replicas.empty()) {
+    std::string r;
+    for (size_t i = 0; i < o.replicas.size(); ++i) r += (i ? "," : "") + std::to_string(o.replicas[i]);
+    args.insert(args.end(), {"--replicas", r});
+  }
+  if (!o.token.empty()) args.insert(args.end(), {"--token", o.token});
+  args.insert(args.end(), o.extra_frontend_args.begin(), o.extra_frontend_args.end());
+  ARCHI_ASSIGN_OR_RETURN(c->frontend_,
+                         Process::Spawn({.binary = o.frontend_bin,
+                                         .args = args,
+                                         .env = o.env,
+                                         .log_path = o.work_dir + "/frontend.log"}));
+  ARCHI_ASSIGN_OR_RETURN(auto j, WaitReadyFile(ready, deadline, c->frontend_.get()));
+  c->grpc_address_ = j.at("grpc").get<std::string>();
+  c->client_ = std::make_unique<Client>(c->grpc_address_, o.token);
+  ARCHI_ASSIGN_OR_RETURN(auto st0, c->GetStatus(deadline));
+  int total = 0;
+  std::vector<int> target;
+  for (const auto& s : st0.stages()) {
+    target.push_back(s.target_replicas());
+    total += s.target_replicas();
+  }
+  {
+    std::lock_guard lock(c->mu_);
+    for (int i = 0; i < total + o.idle; ++i) ARCHI_RETURN_IF_ERROR(c->SpawnLocked().status());
+  }
+  const int idle = o.idle;
+  Status waited = c->WaitFor(
+      [&](const proto::CoordinatorStatusResponse& s) {
+        for (const auto& st : s.stages()) {
+          if (st.ready_replicas() < st.target_replicas()) return false;
+        }
+        int n_idle = 0;
+        for (const auto& w : s.workers()) n_idle += w.state() == "idle";
+        return n_idle >= idle;
+      },
+      deadline, "every stage at its target of ready replicas");
+  if (!waited.ok()) {
+    std::string logs;
+    for (const auto& id : c->worker_ids()) {
+      logs += "\n--- " + id + ".log ---\n" + ReadFileTail(o.work_dir + "/" + id + ".log", 1500);
+    }
+    return Status(waited.code(), std::string(waited.message()) + logs);
+  }
+  return c;
+}
+
+Result<std::string> CoordinatedCluster::SpawnLocked() {
+  if (stopped_) return FailedPreconditionError("cluster stopped");
+  const std::string id = "w" + std::to_string(next_++);
+  std::vector<std::string> args = {"--coordinator", grpc_address_, "--id", id,
+                                   "--status-file", o_.work_dir + "/" + id + ".status",
+                                   "--threads", std::to_string(o_.worker_threads)};
+  if (!o_.token.empty()) args.insert(args.end(), {"--token", o_.token});
+  args.insert(args.end(), o_.extra_worker_args.begin(), o_.extra_worker_args.end());
+  ARCHI_ASSIGN_OR_RETURN(auto p, Process::Spawn({.binary = o_.worker_bin,
+                                                 .args = args,
+                                                 .env = o_.env,
+                                                 .log_path = o_.work_dir + "/" + id + ".log"}));
+  workers_[id] = std::move(p);
+  order_.push_back(id);
+  return id;
+}
+
+Result<std::string> CoordinatedCluster::SpawnWorker() {
+  std::lock_guard lock(mu_);
+  return SpawnLocked();
+}
+
+Status CoordinatedCluster::Kill(const std::string& id, int sig) {
+  Process* p = process(id);
+  if (!p) return NotFoundError("no process '" + id + "'");
+  return p->Signal(sig);
+}
+
+Process* CoordinatedCluster::process(const std::string& id) {
+  std::lock_guard lock(mu_);
+  if (id == "frontend") return frontend_.get();
+  auto it = workers_.find(id);
+  return it == workers_.end() ? nullptr : it->second.get();
+}
+
+std::vector<std::string> CoordinatedCluster::worker_ids() const {
+  std::lock_guard lock(mu_);
+  return order_;
+}
+
+Result<proto::CoordinatorStatusResponse> CoordinatedCluster::GetStatus(Deadline deadline) {
+  proto::CoordinatorStatusResponse r;
+  ARCHI_RETURN_IF_ERROR(client_->Do(&proto::CoordinatorAdmin::Stub::Status,
+                                    proto::CoordinatorStatusRequest{}, &r,
+                                    Deadline::AfterMs(std::min<int64_t>(
+                                        5000, std::max<int64_t>(1, deadline.RemainingMs().count()))),
+                                    "CoordinatorAdmin.Status"));
+  return r;
+}
+
+Result<proto::EventsResponse> CoordinatedCluster::GetEvents(Deadline deadline,
+                                                            int64_t since_unix_ms) {
+  proto::EventsRequest q;
+  q.set_since_unix_ms(since_unix_ms);
+  q.set_limit(100'000);
+  proto::EventsResponse r;
+  ARCHI_RETURN_IF_ERROR(client_->Do(&proto::CoordinatorAdmin::Stub::Events, q, &r, deadline,
+                                    "CoordinatorAdmin.Events"));
+  return r;
+}
+
+Status CoordinatedCluster::WaitFor(
+    const std::function<bool(const proto::CoordinatorStatusResponse&)>& pred, Deadline deadline,
+    const std::string& what) {
+  std::string last = "(no status)";
+  while (true) {
+    auto s = GetStatus(deadline);
+    if (s.ok()) {
+      if (pred(*s)) return Status::Ok();
+      last = StatusText(*s);
+    } else {
+      last = s.status().ToString();
+    }
+    if (deadline.Expired()) {
+      return DeadlineExceededError("waiting for " + what + "; last status:\n" + last);
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+}
+
+const proto::WorkerStatus* CoordinatedCluster::FindWorker(const proto::CoordinatorStatusResponse& s,
+                                                          const std::string& id) {
+  const proto::WorkerStatus* found = nullptr;
+  for (const auto& w : s.workers()) {
+    if (w.worker_id() != id) continue;
+    if (w.state() != "dead") return &w;
+    if (!found || w.epoch() > found->epoch()) found = &w;
+  }
+  return found;
+}
+
+std::string CoordinatedCluster::StatusText(const proto::CoordinatorStatusResponse& s) {
+  std::ostringstream out;
+  out << "pipeline " << s.pipeline() << " policy " << s.policy() << "\n";
+  for (const auto& st : s.stages()) {
+    out << "  stage " << st.stage() << ": target " << st.target_replicas() << ", ready "
+        << st.ready_replicas() << "\n";
+  }
+  for (const auto& w : s.workers()) {
+    out << "  " << w.worker_id() << " epoch " << w.epoch() << " " << w.state() << " stage "
+        << w.stage() << " hb " << w.last_heartbeat_ms_ago() << " ms ago, batches "
+        << w.load().batches_processed() << (w.dead_reason().empty() ? "" : ", dead: ")
+        << w.dead_reason() << "\n";
+  }
+  return out.str();
+}
+
+std::vector<std::string> CoordinatedCluster::Stop(Millis grace) {
+  std::map<std::string, std::unique_ptr<Process>> workers;
+  std::unique_ptr<Process> frontend;
+  {
+    std::lock_guard lock(mu_);
+    if (stopped_) return {};
+    stopped_ = true;
+    workers.swap(workers_);
+    frontend.swap(frontend_);
+  }
+  std::vector<std::string> out;
+  for (auto& [id, p] : workers) p->Signal(SIGTERM).IgnoreError();
+  for (auto& [id, p] : workers) out.push_back(id + ": " + p->Terminate(grace).ToString());
+  if (frontend) out.push_back("frontend: " + frontend->Terminate(grace).ToString());
+  return out;
+}
+
+}  // namespace archi::harness

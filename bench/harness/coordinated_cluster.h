@@ -1,0 +1,97 @@
+// CoordinatedCluster: a pipeline planned by its coordinator, served by real processes on this
+// host: one archi-frontend (embedded coordinator, rendezvous store, Inference) and archi-worker
+// agents (`--coordinator`) that the coordinator assigns to stages. For tests, benchmarks
+// (archi-bench recovery) and the demo.
+//
+//   CoordinatedClusterOptions o;
+//   o.plan_path = "plan.yaml";  o.work_dir = "/tmp/run";
+//   o.replicas = {1, 2, 1};     // the coordinator's target per stage
+//   o.idle = 1;                 // extra workers left in the idle pool (replacements)
+//   ARCHI_ASSIGN_OR_RETURN(auto c, CoordinatedCluster::Start(o));
+//   c->Kill("w2", SIGKILL);
+//   c->WaitFor([](const proto::CoordinatorStatusResponse& s) { ... }, deadline, "what");
+//
+// Worker ids are "w<n>" in start order; each writes WORK_DIR/w<n>.status (JSON: id, pid, epoch,
+// state, stage). Ownership and threads: the cluster owns its processes (killed and reaped on
+// destruction at the latest); spawn and destroy it from the same long-lived thread (see
+// Process). Every method is thread-safe; blocking ones take a deadline.
+#pragma once
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "bench/harness/process.h"
+#include "proto/coordinator.pb.h"
+#include "runtime/core/deadline.h"
+#include "runtime/core/status.h"
+
+namespace archi::harness {
+
+struct CoordinatedClusterOptions {
+  std::string frontend_bin;  // empty: DefaultFrontendBinary()
+  std::string worker_bin;    // empty: DefaultWorkerBinary()
+  std::string plan_path;     // YAML plan (required)
+  std::string work_dir;      // logs and status files (required; created)
+  std::vector<int> replicas;  // target per stage; empty: 1 each
+  int idle = 0;               // extra workers for the idle pool
+  std::string token;          // shared token (frontend --token, workers --token)
+  int worker_threads = 1;
+  std::vector<std::string> extra_worker_args;
+  std::vector<std::string> extra_frontend_args;
+  std::vector<std::pair<std::string, std::string>> env;
+  int64_t start_timeout_ms = 60'000;
+};
+
+class CoordinatedCluster {
+ public:
+  // Starts the frontend, then sum(replicas) + idle workers, and waits until every stage has its
+  // target of ready replicas and the rest are idle. On failure everything started is killed.
+  static Result<std::unique_ptr<CoordinatedCluster>> Start(CoordinatedClusterOptions options);
+  ~CoordinatedCluster();
+
+  const std::string& frontend_address() const { return grpc_address_; }  // also the coordinator
+  const CoordinatedClusterOptions& options() const { return o_; }
+
+  // Starts one more worker (it registers and joins the idle pool, or is assigned at once when a
+  // stage lacks a replica); returns its id without waiting.
+  Result<std::string> SpawnWorker();
+  Status Kill(const std::string& id, int sig);  // "frontend" names the frontend
+  Process* process(const std::string& id);
+  std::vector<std::string> worker_ids() const;
+
+  Result<proto::CoordinatorStatusResponse> GetStatus(Deadline deadline);
+  Result<proto::EventsResponse> GetEvents(Deadline deadline, int64_t since_unix_ms = 0);
+  // Polls Status every 20 ms until `pred` holds. kDeadlineExceeded naming `what` and the last
+  // status otherwise.
+  Status WaitFor(const std::function<bool(const proto::CoordinatorStatusResponse&)>& pred,
+                 Deadline deadline, const std::string& what);
+  // The worker entry (live first, else the newest dead one) or nullptr.
+  static const proto::WorkerStatus* FindWorker(const proto::CoordinatorStatusResponse& s,
+                                               const std::string& id);
+  static std::string StatusText(const proto::CoordinatorStatusResponse& s);
+
+  // SIGTERM to every worker, then the frontend; SIGKILL after `grace`. Idempotent.
+  std::vector<std::string> Stop(Millis grace = Millis(5'000));
+
+  class Client;
+
+ private:
+  explicit CoordinatedCluster(CoordinatedClusterOptions o);
+  Result<std::string> SpawnLocked();
+
+  CoordinatedClusterOptions o_;
+  std::string grpc_address_;
+  std::unique_ptr<Client> client_;
+  mutable std::mutex mu_;
+  std::unique_ptr<Process> frontend_;
+  std::map<std::string, std::unique_ptr<Process>> workers_;
+  std::vector<std::string> order_;
+  int next_ = 1;
+  bool stopped_ = false;
+};
+
+}  // namespace archi::harness

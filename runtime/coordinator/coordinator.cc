@@ -1,0 +1,1000 @@
+#include "runtime/coordinator/coordinator.h"
+
+#include <grpcpp/grpcpp.h>
+
+#include <algorithm>
+#include <condition_variable>
+#include <deque>
+#include <map>
+#include <mutex>
+#include <set>
+#include <thread>
+
+#include "proto/coordinator.grpc.pb.h"
+#include "runtime/coordinator/auth.h"
+#include "runtime/core/logging.h"
+#include "runtime/core/params.h"
+#include "runtime/executor/node.h"
+#include "runtime/executor/wire.h"
+#include "runtime/policy/reactive.h"
+
+namespace archi::coordinator {
+
+namespace pb = archi::proto;
+namespace ex = archi::executor;
+using ex::UnixMillis;
+
+namespace {
+
+grpc::Status Grpc(grpc::StatusCode code, std::string msg) { return {code, std::move(msg)}; }
+
+constexpr size_t kMaxLinksReported = 4096;
+constexpr size_t kMaxStringField = 256;
+
+bool Assigned(const std::string& state) {
+  return state == "loading" || state == "joining" || state == "ready";
+}
+
+}  // namespace
+
+Status ValidateOptions(const CoordinatorOptions& o, const ex::PipelinePlan& plan) {
+  if (o.heartbeat_interval_ms < 10 || o.heartbeat_interval_ms > 60'000) {
+    return InvalidArgumentError("heartbeat interval must be 10..60000 ms");
+  }
+  if (o.heartbeat_timeout_ms < 2 * o.heartbeat_interval_ms || o.heartbeat_timeout_ms > 600'000) {
+    return InvalidArgumentError("heartbeat timeout must be at least twice the interval (" +
+                                std::to_string(2 * o.heartbeat_interval_ms) +
+                                " ms) and at most 600000 ms");
+  }
+  if (o.suspect_ms < 0) return InvalidArgumentError("suspect_ms must be >= 0");
+  if (!o.replicas.empty() && static_cast<int>(o.replicas.size()) != plan.num_stages()) {
+    return InvalidArgumentError("replicas lists " + std::to_string(o.replicas.size()) +
+                                " stages; the plan has " + std::to_string(plan.num_stages()));
+  }
+  for (int r : o.replicas) {
+    if (r < 0 || r > 256) return InvalidArgumentError("replicas per stage must be 0..256");
+  }
+  if (o.policy != "none" && o.policy != "reactive") {
+    return InvalidArgumentError("unknown policy '" + o.policy + "' (none | reactive)");
+  }
+  if (o.slo_p99_ms < 0) return InvalidArgumentError("slo_p99_ms must be >= 0");
+  if (o.policy_interval_ms < 10) return InvalidArgumentError("policy interval must be >= 10 ms");
+  return Status::Ok();
+}
+
+// One worker session stream. gRPC owns the reactor (deleted in OnDone); the coordinator holds a
+// shared SessionState to send on it and end it. Lock order: Impl::mu before SessionState::mu.
+struct SessionState {
+  std::mutex mu;
+  grpc::ServerBidiReactor<pb::WorkerMessage, pb::CoordinatorMessage>* reactor = nullptr;
+  std::deque<pb::CoordinatorMessage> out;
+  bool writing = false;
+  bool finish_pending = false;
+  grpc::Status finish_status;
+  bool finished = false;
+  bool done = false;
+
+  void Send(pb::CoordinatorMessage m) {
+    std::lock_guard lock(mu);
+    if (done || finished || finish_pending || out.size() > 1024) return;
+    out.push_back(std::move(m));
+    if (!writing) {
+      writing = true;
+      reactor->StartWrite(&out.front());
+    }
+  }
+  void End(grpc::Status s) {
+    std::lock_guard lock(mu);
+    if (done || finished || finish_pending) return;
+    if (writing) {
+      finish_pending = true;
+      finish_status = std::move(s);
+      return;
+    }
+    finished = true;
+    reactor->Finish(std::move(s));
+  }
+  void WriteDone(bool ok) {
+    std::lock_guard lock(mu);
+    if (!out.empty()) out.pop_front();
+    if (ok && !out.empty() && !finish_pending) {
+      reactor->StartWrite(&out.front());
+      return;
+    }
+    writing = false;
+    if (!ok) out.clear();
+    if (finish_pending && !finished) {
+      finished = true;
+      reactor->Finish(finish_status);
+    } else if (!ok && !finished) {
+      finished = true;
+      reactor->Finish(grpc::Status::CANCELLED);
+    }
+  }
+};
+
+struct WorkerEntry {
+  pb::RegisterRequest spec;
+  uint64_t epoch = 0;
+  std::string state = "idle";  // idle | loading | joining | ready | draining | dead
+  int stage = -1;
+  uint64_t assignment_id = 0;
+  bool release_sent = false;
+  bool cordoned = false;  // drained by an admin: never assigned again
+  int64_t failed_until_ms = 0;
+  int64_t registered_ms = 0;
+  int64_t last_hb_ms = 0;
+  int64_t state_since_ms = 0;
+  uint64_t processed_at_assign = 0;
+  bool had_traffic = false;
+  pb::LoadReport load;
+  std::vector<std::string> links;
+  std::shared_ptr<SessionState> session;
+  std::string dead_reason;
+  int64_t dead_ms = 0;
+};
+
+struct Coordinator::Impl {
+  CoordinatorOptions options;
+  ex::PipelinePlan plan;
+  std::shared_ptr<Store> store;
+  std::string store_address;
+  std::unique_ptr<policy::Policy> policy;
+
+  std::mutex mu;
+  std::condition_variable cv;
+  std::map<std::string, WorkerEntry> live;
+  std::deque<WorkerEntry> dead;
+  std::vector<int> target;
+  std::deque<pb::Event> events;
+  std::vector<pb::Recovery> recoveries;
+  uint64_t next_epoch = 0;
+  uint64_t next_assignment = 1;
+  bool stopping = false;
+  bool wake = false;
+  policy::PolicyMemory memory;
+  int64_t next_policy_ms = 0;
+  std::function<policy::FrontendMetrics()> frontend_metrics;
+  // Store writes decided under mu, done by the control thread outside it.
+  struct Gone {
+    std::string id, incarnation;
+  };
+  std::vector<Gone> to_mark_gone;
+  std::string frontend_incarnation;  // read from the registry by the control thread
+
+  std::unique_ptr<pb::Coordinator::CallbackService> worker_service;
+  std::unique_ptr<pb::CoordinatorAdmin::CallbackService> admin_service;
+  std::jthread control;
+
+  // ---- helpers (mu held) ----
+  void Event(const std::string& kind, const std::string& worker, int stage,
+             const std::string& detail) {
+    pb::Event e;
+    e.set_unix_ms(UnixMillis());
+    e.set_kind(kind);
+    e.set_worker_id(worker);
+    e.set_stage(stage);
+    e.set_detail(detail);
+    ARCHI_LOG_INFO("coordinator: {} {}{}{}", kind, worker,
+                   stage >= 0 ? " stage " + std::to_string(stage) : std::string(),
+                   detail.empty() ? std::string() : ": " + detail);
+    events.push_back(std::move(e));
+    while (events.size() > options.max_events) events.pop_front();
+  }
+
+  std::string WorldName(const std::string& up, const std::string& up_inc, const std::string& down,
+                        const std::string& down_inc) const {
+    return plan.name + ":" + up + "." + up_inc + ":" + down + "." + down_inc;
+  }
+
+  // The worlds member (id, epoch) of `stage` has with the current neighbours.
+  std::vector<pb::WorldSpec> WorldsOf(const std::string& id, uint64_t epoch, int stage) const {
+    std::vector<pb::WorldSpec> out;
+    const std::string inc = std::to_string(epoch);
+    auto add = [&](const std::string& peer, const std::string& peer_inc, bool peer_downstream) {
+      pb::WorldSpec w;
+      w.set_peer_id(peer);
+      w.set_peer_epoch(peer_inc);
+      w.set_rank(peer_downstream ? 0 : 1);
+      w.set_name(peer_downstream ? WorldName(id, inc, peer, peer_inc)
+                                 : WorldName(peer, peer_inc, id, inc));
+      out.push_back(std::move(w));
+    };
+    for (const auto& [pid, w] : live) {
+      if (pid == id || !Assigned(w.state)) continue;
+      if (w.stage == stage - 1) add(pid, std::to_string(w.epoch), false);
+      if (w.stage == stage + 1) add(pid, std::to_string(w.epoch), true);
+    }
+    if (!frontend_incarnation.empty()) {
+      if (stage == 0) add("frontend", frontend_incarnation, false);
+      if (stage == plan.num_stages() - 1) add("frontend", frontend_incarnation, true);
+    }
+    return out;
+  }
+
+  void Assign(WorkerEntry& w, int stage, const std::string& why) {
+    w.state = "loading";
+    w.stage = stage;
+    w.assignment_id = next_assignment++;
+    w.release_sent = false;
+    w.had_traffic = false;
+    w.processed_at_assign = 0;
+    w.state_since_ms = UnixMillis();
+    pb::CoordinatorMessage m;
+    auto* a = m.mutable_assign();
+    a->set_assignment_id(w.assignment_id);
+    a->set_pipeline(plan.name);
+    a->set_stage(stage);
+    a->set_layer_begin(plan.stages[static_cast<size_t>(stage)].begin);
+    a->set_layer_end(plan.stages[static_cast<size_t>(stage)].end);
+    a->set_store_address(store_address);
+    for (auto& ws : WorldsOf(w.spec.worker_id(), w.epoch, stage)) *a->add_worlds() = ws;
+    if (w.session) w.session->Send(std::move(m));
+    Event("assigned", w.spec.worker_id(), stage, why);
+  }
+
+  void Release(WorkerEntry& w, const std::string& why) {
+    if (w.release_sent) return;
+    w.release_sent = true;
+    w.state = "draining";
+    w.state_since_ms = UnixMillis();
+    pb::CoordinatorMessage m;
+    m.mutable_release()->set_assignment_id(w.assignment_id);
+    m.mutable_release()->set_reason(why);
+    if (w.session) w.session->Send(std::move(m));
+    Event("release", w.spec.worker_id(), w.stage, why);
+  }
+
+  void DeclareDead(const std::string& id, const std::string& cause) {
+    auto it = live.find(id);
+    if (it == live.end()) return;
+    WorkerEntry w = std::move(it->second);
+    live.erase(it);
+    const int64_t now = UnixMillis();
+    w.dead_reason = cause;
+    w.dead_ms = now;
+    const int stage = w.stage;
+    const bool serving = stage >= 0 && (Assigned(w.state) || w.state == "draining");
+    Event("dead", id, stage,
+          cause + " (epoch " + std::to_string(w.epoch) + " retired; last heartbeat " +
+              std::to_string(now - w.last_hb_ms) + " ms ago)");
+    if (w.session) {
+      w.session->End(Grpc(grpc::StatusCode::FAILED_PRECONDITION,
+                          "worker " + id + " epoch " + std::to_string(w.epoch) +
+                              " was declared dead: " + cause));
+      w.session.reset();
+    }
+    if (serving) {
+      to_mark_gone.push_back({id, std::to_string(w.epoch)});
+      // Tell its neighbours to drop its worlds now (they would also see the registry).
+      for (auto& [nid, n] : live) {
+        if (!n.session || n.stage < 0 || std::abs(n.stage - stage) != 1) continue;
+        pb::CoordinatorMessage m;
+        auto* r = m.mutable_worlds()->add_remove();
+        r->set_peer_id(id);
+        r->set_peer_epoch(std::to_string(w.epoch));
+        const bool peer_downstream = n.stage < stage;  // n is upstream of the dead worker
+        r->set_rank(peer_downstream ? 0 : 1);
+        r->set_name(peer_downstream
+                        ? WorldName(nid, std::to_string(n.epoch), id, std::to_string(w.epoch))
+                        : WorldName(id, std::to_string(w.epoch), nid, std::to_string(n.epoch)));
+        n.session->Send(std::move(m));
+      }
+      if (w.state != "draining") {
+        pb::Recovery r;
+        r.set_worker_id(id);
+        r.set_stage(stage);
+        r.set_cause(cause);
+        r.set_detected_unix_ms(now);
+        r.set_last_heartbeat_unix_ms(w.last_hb_ms);
+        recoveries.push_back(std::move(r));
+      }
+    }
+    dead.push_back(std::move(w));
+    while (dead.size() > options.max_dead) dead.pop_front();
+    wake = true;
+    cv.notify_all();
+  }
+
+  int Active(int stage) const {
+    int n = 0;
+    for (const auto& [id, w] : live) n += (w.stage == stage && Assigned(w.state)) ? 1 : 0;
+    return n;
+  }
+
+  WorkerEntry* PickIdle(int64_t now) {
+    WorkerEntry* best = nullptr;
+    for (auto& [id, w] : live) {
+      if (w.state != "idle" || !w.session || w.cordoned || w.failed_until_ms > now) continue;
+      if (!best || w.spec.capacity() > best->spec.capacity()) best = &w;
+    }
+    return best;
+  }
+
+  // Brings every stage to its target: assign idle workers, drain extras, re-plan when a stage
+  // has nobody and nobody is idle.
+  void Reconcile() {
+    const int64_t now = UnixMillis();
+    for (int s = 0; s < plan.num_stages(); ++s) {
+      int active = Active(s);
+      while (active < target[static_cast<size_t>(s)]) {
+        WorkerEntry* w = PickIdle(now);
+        if (!w) break;
+        Assign(*w, s, "stage " + std::to_string(s) + " has " + std::to_string(active) + " of " +
+                          std::to_string(target[static_cast<size_t>(s)]) + " replicas");
+        ++active;
+        for (auto& r : recoveries) {
+          if (r.stage() == s && r.decided_unix_ms() == 0) {
+            r.set_decided_unix_ms(now);
+            r.set_replacement(w->spec.worker_id());
+            break;
+          }
+        }
+      }
+      if (active == 0 && target[static_cast<size_t>(s)] > 0) {
+        // Nobody idle: take one replica from the stage with the most (capacity left re-planned).
+        int donor = -1, most = 1;
+        for (int t = 0; t < plan.num_stages(); ++t) {
+          const int a = Active(t);
+          if (t != s && a > most && target[static_cast<size_t>(t)] > 1) {
+            donor = t;
+            most = a;
+          }
+        }
+        if (donor >= 0) {
+          --target[static_cast<size_t>(donor)];
+          Event("replan", "", s,
+                "no idle worker; moving one replica from stage " + std::to_string(donor) +
+                    " (target now " + std::to_string(target[static_cast<size_t>(donor)]) + ")");
+          for (auto& r : recoveries) {
+            if (r.stage() == s && r.decided_unix_ms() == 0) r.set_decided_unix_ms(now);
+          }
+        }
+      }
+      // Extras: drain joining ones first, then the least busy.
+      while (active > target[static_cast<size_t>(s)]) {
+        WorkerEntry* pick = nullptr;
+        for (auto& [id, w] : live) {
+          if (w.stage != s || !Assigned(w.state) || w.release_sent) continue;
+          auto rank = [](const WorkerEntry& e) {
+            return std::make_pair(e.state == "ready" ? 1 : 0, e.load.queue_depth());
+          };
+          if (!pick || rank(w) < rank(*pick)) pick = &w;
+        }
+        if (!pick) break;
+        Release(*pick, "stage " + std::to_string(s) + " has " + std::to_string(active) +
+                           " replicas; target " + std::to_string(target[static_cast<size_t>(s)]));
+        --active;
+      }
+    }
+  }
+
+  void UpdateRecoveries(int64_t now) {
+    for (auto& r : recoveries) {
+      if (r.worlds_removed_unix_ms() == 0) {
+        const std::string tag = r.worker_id() + ".";
+        bool still = false;
+        for (const auto& d : dead) {
+          if (d.spec.worker_id() != r.worker_id() || d.dead_ms != r.detected_unix_ms()) continue;
+          const std::string full = r.worker_id() + "." + std::to_string(d.epoch);
+          for (const auto& [id, w] : live) {
+            still = still || std::find(w.links.begin(), w.links.end(), full) != w.links.end();
+          }
+        }
+        if (!still) {
+          r.set_worlds_removed_unix_ms(now);
+          Event("worlds_removed", r.worker_id(), r.stage(),
+                std::to_string(now - r.detected_unix_ms()) + " ms after detection");
+        }
+      }
+      if (!r.replacement().empty()) {
+        auto it = live.find(r.replacement());
+        if (it == live.end()) continue;
+        const WorkerEntry& w = it->second;
+        if (r.replacement_ready_unix_ms() == 0 && w.state == "ready" && w.stage == r.stage()) {
+          r.set_replacement_ready_unix_ms(now);
+        }
+        if (r.traffic_restored_unix_ms() == 0 && w.had_traffic && w.stage == r.stage()) {
+          r.set_traffic_restored_unix_ms(now);
+          Event("traffic_restored", r.replacement(), r.stage(),
+                "replacing " + r.worker_id() + ": " +
+                    std::to_string(now - r.detected_unix_ms()) + " ms after detection");
+        }
+      }
+    }
+  }
+
+  void PolicyTick(int64_t now) {
+    if (!policy || now < next_policy_ms) return;
+    policy::ClusterState state;
+    state.now_ms = now;
+    state.memory = memory;
+    policy::ClusterMetrics metrics;
+    for (int s = 0; s < plan.num_stages(); ++s) {
+      policy::Stage st;
+      st.index = s;
+      st.layer_begin = plan.stages[static_cast<size_t>(s)].begin;
+      st.layer_end = plan.stages[static_cast<size_t>(s)].end;
+      policy::StageMetrics sm;
+      sm.stage = s;
+      int ready = 0;
+      for (const auto& [id, w] : live) {
+        if (w.stage != s || (!Assigned(w.state) && w.state != "draining")) continue;
+        policy::Replica r;
+        r.worker = {id, w.spec.host(), w.spec.kind(), w.spec.capacity(), w.spec.price_per_hour()};
+        r.state = w.state == "ready"      ? policy::ReplicaState::kReady
+                  : w.state == "draining" ? policy::ReplicaState::kDraining
+                                          : policy::ReplicaState::kJoining;
+        r.state_since_ms = w.state_since_ms;
+        st.replicas.push_back(r);
+        if (w.state == "ready") {
+          ++ready;
+          sm.queue_depth += w.load.queue_depth() + static_cast<double>(w.load.inflight());
+          sm.p50_ms = std::max(sm.p50_ms, w.load.compute_p50_ms());
+          sm.p99_ms = std::max(sm.p99_ms, w.load.compute_p99_ms());
+          sm.throughput_rps += w.load.throughput_bps();
+          sm.utilisation += w.load.utilisation();
+          sm.replicas.push_back(
+              {id, w.load.queue_depth(), w.load.utilisation(), w.load.throughput_bps()});
+        }
+      }
+      if (ready > 0) {
+        sm.utilisation /= ready;
+        metrics.stages.push_back(sm);
+      }
+      state.stages.push_back(std::move(st));
+    }
+    for (const auto& [id, w] : live) {
+      if (w.state == "idle" && w.session && !w.cordoned) {
+        state.idle.push_back(
+            {id, w.spec.host(), w.spec.kind(), w.spec.capacity(), w.spec.price_per_hour()});
+      }
+    }
+    if (frontend_metrics) metrics.frontend = frontend_metrics();
+    if (options.slo_p99_ms > 0) metrics.frontend.slo_p99_ms = options.slo_p99_ms;
+    policy::Plan p = policy->Decide(state, metrics, policy::Forecast{});
+    next_policy_ms = std::max(now + 10, std::min(p.next_evaluation_ms,
+                                                 now + options.policy_interval_ms));
+    if (Status v = policy::ValidatePlan(p, state); !v.ok()) {
+      Event("policy_rejected", "", -1, std::string(policy->name()) + ": " + v.ToString());
+      return;
+    }
+    memory = p.memory;
+    for (const auto& a : p.actions) {
+      std::visit(
+          [&](const auto& op) {
+            using T = std::decay_t<decltype(op)>;
+            auto it = live.find(op.worker);
+            if (it == live.end()) return;
+            if constexpr (std::is_same_v<T, policy::AddReplica>) {
+              ++target[static_cast<size_t>(op.stage)];
+              Event("policy", op.worker, op.stage, policy::ToString(a));
+              Assign(it->second, op.stage, a.reason);
+            } else {
+              target[static_cast<size_t>(op.stage)] =
+                  std::max(0, target[static_cast<size_t>(op.stage)] - 1);
+              Event("policy", op.worker, op.stage, policy::ToString(a));
+              Release(it->second, a.reason);
+            }
+          },
+          a.op);
+    }
+  }
+
+  void ControlLoop(std::stop_token st) {
+    int64_t last_frontend_read = 0;
+    while (!st.stop_requested()) {
+      std::vector<Gone> gone;
+      {
+        std::unique_lock lock(mu);
+        cv.wait_for(lock, std::chrono::milliseconds(20), [&] { return wake || stopping; });
+        wake = false;
+        if (stopping) return;
+        const int64_t now = UnixMillis();
+        std::vector<std::string> timed_out;
+        for (const auto& [id, w] : live) {
+          if (now - w.last_hb_ms > options.heartbeat_timeout_ms) timed_out.push_back(id);
+        }
+        for (const auto& id : timed_out) {
+          DeclareDead(id, "no heartbeat for " + std::to_string(now - live[id].last_hb_ms) +
+                              " ms (timeout " + std::to_string(options.heartbeat_timeout_ms) +
+                              " ms)");
+        }
+        Reconcile();
+        PolicyTick(now);
+        UpdateRecoveries(now);
+        gone.swap(to_mark_gone);
+      }
+      for (const auto& g : gone) {
+        Status s = ex::SetMemberState(*store, plan.name, g.id, g.incarnation, "gone");
+        if (!s.ok() && s.code() != StatusCode::kNotFound) {
+          ARCHI_LOG_WARN("coordinator: cannot mark {} gone in the registry: {}", g.id,
+                         s.ToString());
+        }
+      }
+      const int64_t now = UnixMillis();
+      if (now - last_frontend_read > 500) {
+        last_frontend_read = now;
+        auto f = store->Get(ex::MembersPrefix(plan.name) + "frontend", Deadline::AfterMs(200));
+        if (f.ok()) {
+          auto m = ex::MemberInfo::FromJson(*f);
+          std::lock_guard lock(mu);
+          if (m.ok()) frontend_incarnation = m->incarnation;
+        }
+      }
+    }
+  }
+
+  // ---- RPCs ----
+  grpc::Status Register(grpc::CallbackServerContext* ctx, const pb::RegisterRequest& req,
+                        pb::RegisterResponse* resp);
+  void OnMessage(const std::shared_ptr<SessionState>& session, std::string* bound_id,
+                 uint64_t* bound_epoch, const pb::WorkerMessage& m, grpc::Status* end);
+  void OnSessionEnd(const std::shared_ptr<SessionState>& session, const std::string& id,
+                    uint64_t epoch);
+  grpc::Status Authorize(grpc::CallbackServerContext* ctx) const {
+    return CheckToken(ctx->client_metadata(), options.token);
+  }
+  grpc::Status GetStatus(pb::CoordinatorStatusResponse* resp);
+  grpc::Status Scale(const pb::ScaleRequest& req, pb::ScaleResponse* resp);
+  grpc::Status Drain(const pb::DrainWorkerRequest& req, pb::DrainWorkerResponse* resp);
+  grpc::Status SetPolicy(const pb::SetPolicyRequest& req, pb::SetPolicyResponse* resp);
+  grpc::Status GetEvents(const pb::EventsRequest& req, pb::EventsResponse* resp);
+  void Shutdown();
+};
+
+grpc::Status Coordinator::Impl::Register(grpc::CallbackServerContext* ctx,
+                                         const pb::RegisterRequest& req,
+                                         pb::RegisterResponse* resp) {
+  if (auto a = Authorize(ctx); !a.ok()) return a;
+  if (Status v = ex::ValidateMemberId(req.worker_id()); !v.ok()) {
+    return Grpc(grpc::StatusCode::INVALID_ARGUMENT, v.ToString());
+  }
+  if (req.worker_id() == "frontend") {
+    return Grpc(grpc::StatusCode::INVALID_ARGUMENT, "worker id 'frontend' is reserved");
+  }
+  if (req.host().size() > kMaxStringField || req.kind().size() > kMaxStringField) {
+    return Grpc(grpc::StatusCode::INVALID_ARGUMENT, "host and kind must be at most 256 bytes");
+  }
+  if (req.pid() < 0 || req.devices() < 0 || req.devices() > 4096) {
+    return Grpc(grpc::StatusCode::INVALID_ARGUMENT, "pid must be >= 0 and devices 0..4096");
+  }
+  if (!(req.capacity() >= 0 && req.capacity() <= 1e6) ||
+      !(req.price_per_hour() >= 0 && req.price_per_hour() <= 1e9)) {
+    return Grpc(grpc::StatusCode::INVALID_ARGUMENT,
+                "capacity must be in [0, 1e6] and price_per_hour in [0, 1e9]");
+  }
+  std::lock_guard lock(mu);
+  if (stopping) return Grpc(grpc::StatusCode::UNAVAILABLE, "coordinator is shutting down");
+  const int64_t now = UnixMillis();
+  auto it = live.find(req.worker_id());
+  if (req.resume_epoch() != 0) {
+    if (it == live.end() || it->second.epoch != req.resume_epoch()) {
+      return Grpc(grpc::StatusCode::FAILED_PRECONDITION,
+                  "epoch " + std::to_string(req.resume_epoch()) + " of worker " +
+                      req.worker_id() + " is retired; register afresh");
+    }
+    it->second.last_hb_ms = now;
+    resp->set_epoch(it->second.epoch);
+    resp->set_resumed(true);
+    Event("resumed", req.worker_id(), it->second.stage, "epoch " + std::to_string(it->second.epoch));
+  } else {
+    if (it != live.end()) {
+      if (it->second.session && now - it->second.last_hb_ms <= options.heartbeat_timeout_ms) {
+        return Grpc(grpc::StatusCode::ALREADY_EXISTS,
+                    "worker '" + req.worker_id() + "' is registered and alive (epoch " +
+                        std::to_string(it->second.epoch) + ")");
+      }
+      DeclareDead(req.worker_id(), "registered again as a new process");
+    }
+    WorkerEntry w;
+    w.spec = req;
+    if (w.spec.capacity() == 0) w.spec.set_capacity(1.0);
+    w.epoch = ++next_epoch;
+    w.registered_ms = now;
+    w.last_hb_ms = now;
+    w.state_since_ms = now;
+    resp->set_epoch(w.epoch);
+    Event("registered", req.worker_id(), -1,
+          "epoch " + std::to_string(w.epoch) + ", host " + req.host() + ", pid " +
+              std::to_string(req.pid()) + ", capacity " + std::to_string(w.spec.capacity()));
+    live[req.worker_id()] = std::move(w);
+  }
+  resp->set_pipeline(plan.name);
+  resp->set_store_address(store_address);
+  resp->set_heartbeat_interval_ms(options.heartbeat_interval_ms);
+  resp->set_heartbeat_timeout_ms(options.heartbeat_timeout_ms);
+  return grpc::Status::OK;
+}
+
+void Coordinator::Impl::OnMessage(const std::shared_ptr<SessionState>& session,
+                                  std::string* bound_id, uint64_t* bound_epoch,
+                                  const pb::WorkerMessage& m, grpc::Status* end) {
+  std::lock_guard lock(mu);
+  auto it = live.find(m.worker_id());
+  if (it == live.end() || it->second.epoch != m.epoch()) {
+    *end = Grpc(grpc::StatusCode::FAILED_PRECONDITION,
+                "worker " + m.worker_id() + " epoch " + std::to_string(m.epoch()) +
+                    " is not live (retired or never registered); register afresh");
+    if (it == live.end() || m.epoch() < it->second.epoch) {
+      Event("rejected", m.worker_id(), -1,
+            "message with retired epoch " + std::to_string(m.epoch()));
+    }
+    return;
+  }
+  WorkerEntry& w = it->second;
+  if (bound_id->empty()) {
+    if (!m.has_heartbeat()) {
+      *end = Grpc(grpc::StatusCode::INVALID_ARGUMENT, "a session must start with a heartbeat");
+      return;
+    }
+    if (w.session && w.session != session) {
+      w.session->End(Grpc(grpc::StatusCode::ABORTED, "replaced by a newer session"));
+    }
+    w.session = session;
+    *bound_id = m.worker_id();
+    *bound_epoch = m.epoch();
+    // Re-send the assignment when the worker resumed without it (it reports its own below).
+  } else if (*bound_id != m.worker_id() || *bound_epoch != m.epoch()) {
+    *end = Grpc(grpc::StatusCode::INVALID_ARGUMENT, "worker id or epoch changed mid-session");
+    return;
+  }
+  const int64_t now = UnixMillis();
+  if (m.has_heartbeat()) {
+    const auto& hb = m.heartbeat();
+    if (hb.links_size() > static_cast<int>(kMaxLinksReported)) {
+      *end = Grpc(grpc::StatusCode::INVALID_ARGUMENT, "too many links in a heartbeat");
+      return;
+    }
+    w.last_hb_ms = now;
+    w.load = hb.load();
+    w.links.assign(hb.links().begin(), hb.links().end());
+    const std::string& s = hb.state();
+    const int prev_stage = w.stage;
+    if (s == "idle" || s == "failed") {
+      if (s == "failed" && hb.assignment_id() == w.assignment_id && w.stage >= 0) {
+        Event("assignment_failed", w.spec.worker_id(), w.stage, hb.error());
+        w.failed_until_ms = now + 5000;
+      }
+      // Idle with the current assignment finished, or never started (not yet received).
+      if (w.stage >= 0 && (hb.assignment_id() == w.assignment_id || w.release_sent ||
+                           s == "failed")) {
+        if (w.state != "idle") Event("released", w.spec.worker_id(), prev_stage, "back to idle");
+        w.state = "idle";
+        w.stage = -1;
+        w.release_sent = false;
+        w.state_since_ms = now;
+        wake = true;
+      } else if (w.stage < 0) {
+        w.state = "idle";
+      }
+    } else if (hb.assignment_id() == w.assignment_id && w.stage >= 0) {
+      if (!w.release_sent && s != w.state &&
+          (s == "loading" || s == "joining" || s == "ready" || s == "draining")) {
+        if (s == "ready") Event("ready", w.spec.worker_id(), w.stage, "");
+        w.state = s;
+        w.state_since_ms = now;
+      }
+      if (!w.had_traffic && hb.load().batches_processed() > 0 && w.state == "ready") {
+        w.had_traffic = true;
+        Event("traffic", w.spec.worker_id(), w.stage, "first micro-batch");
+      }
+    } else if (hb.assignment_id() != 0 && w.stage < 0) {
+      // A resumed worker still serving an assignment this coordinator does not know (it
+      // restarted without state): release it, the plan is decided again from here.
+      pb::CoordinatorMessage r;
+      r.mutable_release()->set_assignment_id(hb.assignment_id());
+      r.mutable_release()->set_reason("unknown assignment");
+      session->Send(std::move(r));
+    }
+    pb::CoordinatorMessage ack;
+    ack.mutable_ack()->set_coordinator_unix_ms(now);
+    session->Send(std::move(ack));
+    return;
+  }
+  if (m.has_broken()) {
+    const auto& b = m.broken();
+    Event("world_broken", w.spec.worker_id(), w.stage,
+          "to " + b.peer_id() + "." + b.peer_epoch() + ": " + b.reason());
+    auto p = live.find(b.peer_id());
+    if (p != live.end() && std::to_string(p->second.epoch) == b.peer_epoch() &&
+        now - p->second.last_hb_ms > options.suspect_ms) {
+      DeclareDead(b.peer_id(), "neighbour " + w.spec.worker_id() +
+                                   " reported its world broken and its last heartbeat is " +
+                                   std::to_string(now - p->second.last_hb_ms) + " ms old");
+    }
+  }
+}
+
+void Coordinator::Impl::OnSessionEnd(const std::shared_ptr<SessionState>& session,
+                                     const std::string& id, uint64_t epoch) {
+  std::lock_guard lock(mu);
+  if (stopping || id.empty()) return;
+  auto it = live.find(id);
+  if (it == live.end() || it->second.epoch != epoch || it->second.session != session) return;
+  DeclareDead(id, "session broken (connection closed)");
+}
+
+class SessionReactor final
+    : public grpc::ServerBidiReactor<pb::WorkerMessage, pb::CoordinatorMessage> {
+ public:
+  SessionReactor(Coordinator::Impl* c, grpc::CallbackServerContext* ctx) : c_(c) {
+    state_ = std::make_shared<SessionState>();
+    state_->reactor = this;
+    if (auto a = c_->Authorize(ctx); !a.ok()) {
+      state_->End(a);
+      return;
+    }
+    StartRead(&in_);
+  }
+  void OnReadDone(bool ok) override {
+    if (!ok) {
+      c_->OnSessionEnd(state_, id_, epoch_);
+      state_->End(grpc::Status::OK);
+      return;
+    }
+    grpc::Status end;
+    c_->OnMessage(state_, &id_, &epoch_, in_, &end);
+    if (!end.ok()) {
+      state_->End(end);
+      return;
+    }
+    StartRead(&in_);
+  }
+  void OnWriteDone(bool ok) override { state_->WriteDone(ok); }
+  void OnCancel() override { c_->OnSessionEnd(state_, id_, epoch_); }
+  void OnDone() override {
+    {
+      std::lock_guard lock(state_->mu);
+      state_->done = true;
+      state_->reactor = nullptr;
+    }
+    delete this;
+  }
+
+ private:
+  Coordinator::Impl* c_;
+  std::shared_ptr<SessionState> state_;
+  pb::WorkerMessage in_;
+  std::string id_;
+  uint64_t epoch_ = 0;
+};
+
+class WorkerService final : public pb::Coordinator::CallbackService {
+ public:
+  explicit WorkerService(Coordinator::Impl* c) : c_(c) {}
+  grpc::ServerUnaryReactor* Register(grpc::CallbackServerContext* ctx,
+                                     const pb::RegisterRequest* req,
+                                     pb::RegisterResponse* resp) override {
+    auto* r = ctx->DefaultReactor();
+    r->Finish(c_->Register(ctx, *req, resp));
+    return r;
+  }
+  grpc::ServerBidiReactor<pb::WorkerMessage, pb::CoordinatorMessage>* Session(
+      grpc::CallbackServerContext* ctx) override {
+    return new SessionReactor(c_, ctx);
+  }
+
+ private:
+  Coordinator::Impl* c_;
+};
+
+class AdminService final : public pb::CoordinatorAdmin::CallbackService {
+ public:
+  explicit AdminService(Coordinator::Impl* c) : c_(c) {}
+  template <typename F>
+  grpc::ServerUnaryReactor* Run(grpc::CallbackServerContext* ctx, F f) {
+    auto* r = ctx->DefaultReactor();
+    auto a = c_->Authorize(ctx);
+    r->Finish(a.ok() ? f() : a);
+    return r;
+  }
+  grpc::ServerUnaryReactor* Status(grpc::CallbackServerContext* ctx,
+                                   const pb::CoordinatorStatusRequest*,
+                                   pb::CoordinatorStatusResponse* resp) override {
+    return Run(ctx, [&] { return c_->GetStatus(resp); });
+  }
+  grpc::ServerUnaryReactor* Scale(grpc::CallbackServerContext* ctx, const pb::ScaleRequest* req,
+                                  pb::ScaleResponse* resp) override {
+    return Run(ctx, [&] { return c_->Scale(*req, resp); });
+  }
+  grpc::ServerUnaryReactor* Drain(grpc::CallbackServerContext* ctx,
+                                  const pb::DrainWorkerRequest* req,
+                                  pb::DrainWorkerResponse* resp) override {
+    return Run(ctx, [&] { return c_->Drain(*req, resp); });
+  }
+  grpc::ServerUnaryReactor* SetPolicy(grpc::CallbackServerContext* ctx,
+                                      const pb::SetPolicyRequest* req,
+                                      pb::SetPolicyResponse* resp) override {
+    return Run(ctx, [&] { return c_->SetPolicy(*req, resp); });
+  }
+  grpc::ServerUnaryReactor* Events(grpc::CallbackServerContext* ctx, const pb::EventsRequest* req,
+                                   pb::EventsResponse* resp) override {
+    return Run(ctx, [&] { return c_->GetEvents(*req, resp); });
+  }
+
+ private:
+  Coordinator::Impl* c_;
+};
+
+grpc::Status Coordinator::Impl::GetStatus(pb::CoordinatorStatusResponse* resp) {
+  std::lock_guard lock(mu);
+  const int64_t now = UnixMillis();
+  resp->set_pipeline(plan.name);
+  resp->set_policy(policy ? std::string(policy->name()) : "none");
+  for (int s = 0; s < plan.num_stages(); ++s) {
+    auto* st = resp->add_stages();
+    st->set_stage(s);
+    st->set_layer_begin(plan.stages[static_cast<size_t>(s)].begin);
+    st->set_layer_end(plan.stages[static_cast<size_t>(s)].end);
+    st->set_target_replicas(target[static_cast<size_t>(s)]);
+    int ready = 0;
+    for (const auto& [id, w] : live) ready += (w.stage == s && w.state == "ready") ? 1 : 0;
+    st->set_ready_replicas(ready);
+  }
+  auto fill = [&](const WorkerEntry& w) {
+    auto* ws = resp->add_workers();
+    ws->set_worker_id(w.spec.worker_id());
+    ws->set_epoch(w.epoch);
+    ws->set_state(w.dead_ms ? "dead" : w.state);
+    ws->set_stage(w.stage);
+    ws->set_host(w.spec.host());
+    ws->set_pid(w.spec.pid());
+    ws->set_capacity(w.spec.capacity());
+    ws->set_kind(w.spec.kind());
+    ws->set_last_heartbeat_ms_ago(now - w.last_hb_ms);
+    *ws->mutable_load() = w.load;
+    for (const auto& l : w.links) ws->add_links(l);
+    ws->set_dead_reason(w.dead_reason);
+  };
+  for (const auto& [id, w] : live) fill(w);
+  for (const auto& w : dead) fill(w);
+  for (const auto& r : recoveries) *resp->add_recoveries() = r;
+  return grpc::Status::OK;
+}
+
+grpc::Status Coordinator::Impl::Scale(const pb::ScaleRequest& req, pb::ScaleResponse* resp) {
+  if (req.stage() < 0 || req.stage() >= plan.num_stages()) {
+    return Grpc(grpc::StatusCode::INVALID_ARGUMENT,
+                "stage " + std::to_string(req.stage()) + " outside [0, " +
+                    std::to_string(plan.num_stages()) + ")");
+  }
+  if (req.replicas() < 0 || req.replicas() > 256) {
+    return Grpc(grpc::StatusCode::INVALID_ARGUMENT, "replicas must be 0..256");
+  }
+  std::lock_guard lock(mu);
+  resp->set_previous(target[static_cast<size_t>(req.stage())]);
+  target[static_cast<size_t>(req.stage())] = req.replicas();
+  Event("scale", "", req.stage(),
+        std::to_string(resp->previous()) + " -> " + std::to_string(req.replicas()) +
+            " replicas (admin)");
+  Reconcile();
+  return grpc::Status::OK;
+}
+
+grpc::Status Coordinator::Impl::Drain(const pb::DrainWorkerRequest& req,
+                                      pb::DrainWorkerResponse* resp) {
+  if (Status v = ex::ValidateMemberId(req.worker_id()); !v.ok()) {
+    return Grpc(grpc::StatusCode::INVALID_ARGUMENT, v.ToString());
+  }
+  std::lock_guard lock(mu);
+  auto it = live.find(req.worker_id());
+  if (it == live.end()) {
+    return Grpc(grpc::StatusCode::NOT_FOUND, "no live worker '" + req.worker_id() + "'");
+  }
+  WorkerEntry& w = it->second;
+  w.cordoned = true;
+  if (w.stage >= 0 && !w.release_sent) Release(w, "drained by an admin");
+  Event("cordoned", w.spec.worker_id(), w.stage, "admin drain: never assigned again");
+  resp->set_state(w.state);
+  Reconcile();  // a replacement, if one is idle
+  return grpc::Status::OK;
+}
+
+grpc::Status Coordinator::Impl::SetPolicy(const pb::SetPolicyRequest& req,
+                                          pb::SetPolicyResponse* resp) {
+  if (req.policy() != "none" && req.policy() != "reactive") {
+    return Grpc(grpc::StatusCode::INVALID_ARGUMENT,
+                "unknown policy '" + req.policy() + "' (none | reactive)");
+  }
+  if (!(req.slo_p99_ms() >= 0 && req.slo_p99_ms() < 1e7)) {
+    return Grpc(grpc::StatusCode::INVALID_ARGUMENT, "slo_p99_ms must be in [0, 1e7)");
+  }
+  std::lock_guard lock(mu);
+  resp->set_previous(policy ? std::string(policy->name()) : "none");
+  if (req.policy() == "reactive") {
+    policy = std::make_unique<policy::ReactivePolicy>(policy::ReactiveOptions{});
+  } else {
+    policy.reset();
+  }
+  memory = {};
+  if (req.slo_p99_ms() > 0) options.slo_p99_ms = req.slo_p99_ms();
+  Event("policy_set", "", -1, resp->previous() + " -> " + req.policy());
+  return grpc::Status::OK;
+}
+
+grpc::Status Coordinator::Impl::GetEvents(const pb::EventsRequest& req, pb::EventsResponse* resp) {
+  if (req.limit() < 0) return Grpc(grpc::StatusCode::INVALID_ARGUMENT, "limit must be >= 0");
+  const size_t limit = req.limit() == 0 ? 1000 : static_cast<size_t>(req.limit());
+  std::lock_guard lock(mu);
+  for (const auto& e : events) {
+    if (e.unix_ms() < req.since_unix_ms()) continue;
+    if (static_cast<size_t>(resp->events_size()) >= limit) break;
+    *resp->add_events() = e;
+  }
+  return grpc::Status::OK;
+}
+
+void Coordinator::Impl::Shutdown() {
+  {
+    std::lock_guard lock(mu);
+    if (stopping) return;
+    stopping = true;
+    for (auto& [id, w] : live) {
+      if (w.session) {
+        w.session->End(Grpc(grpc::StatusCode::UNAVAILABLE, "coordinator is shutting down"));
+      }
+    }
+  }
+  cv.notify_all();
+  control.request_stop();
+  if (control.joinable()) control.join();
+}
+
+Result<std::unique_ptr<Coordinator>> Coordinator::Create(CoordinatorOptions options,
+                                                         ex::PipelinePlan plan,
+                                                         std::shared_ptr<Store> store,
+                                                         std::string store_address) {
+  options.heartbeat_timeout_ms = static_cast<int>(
+      EnvInt("ARCHI_HEARTBEAT_TIMEOUT_MS", options.heartbeat_timeout_ms, 20, 600'000));
+  ARCHI_RETURN_IF_ERROR(ValidateOptions(options, plan));
+  if (!store) return InvalidArgumentError("coordinator: no store");
+  auto impl = std::make_unique<Impl>();
+  impl->options = options;
+  impl->plan = std::move(plan);
+  impl->store = std::move(store);
+  impl->store_address = std::move(store_address);
+  impl->target = options.replicas.empty() ? std::vector<int>(impl->plan.stages.size(), 1)
+                                          : options.replicas;
+  // Epochs grow across coordinator restarts without durable state: start from the clock.
+  impl->next_epoch = static_cast<uint64_t>(UnixMillis()) * 1000;
+  if (options.policy == "reactive") {
+    impl->policy = std::make_unique<policy::ReactivePolicy>(policy::ReactiveOptions{});
+  }
+  if (options.token.empty()) {
+    ARCHI_LOG_WARN("coordinator: no token: workers and admin clients are not authenticated");
+  }
+  impl->worker_service = std::make_unique<WorkerService>(impl.get());
+  impl->admin_service = std::make_unique<AdminService>(impl.get());
+  Impl* raw = impl.get();
+  impl->control = std::jthread([raw](std::stop_token st) { raw->ControlLoop(st); });
+  {
+    std::lock_guard lock(raw->mu);
+    std::string t;
+    for (size_t i = 0; i < raw->target.size(); ++i) {
+      t += (i ? "," : "") + std::to_string(raw->target[i]);
+    }
+    raw->Event("started", "", -1,
+               "pipeline " + raw->plan.name + ", " + std::to_string(raw->plan.num_stages()) +
+                   " stages, replicas " + t + ", policy " + raw->options.policy +
+                   ", heartbeat timeout " + std::to_string(raw->options.heartbeat_timeout_ms) +
+                   " ms");
+  }
+  return std::unique_ptr<Coordinator>(new Coordinator(std::move(impl)));
+}
+
+Coordinator::Coordinator(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Coordinator::~Coordinator() { Shutdown(); }
+
+std::vector<grpc::Service*> Coordinator::services() {
+  return {impl_->worker_service.get(), impl_->admin_service.get()};
+}
+
+void Coordinator::SetFrontendMetrics(std::function<policy::FrontendMetrics()> source) {
+  std::lock_guard lock(impl_->mu);
+  impl_->frontend_metrics = std::move(source);
+}
+
+void Coordinator::Shutdown() { impl_->Shutdown(); }
+
+}  // namespace archi::coordinator

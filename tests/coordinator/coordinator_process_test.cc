@@ -1,0 +1,291 @@
+// The coordinator with real processes on loopback: archi-frontend (embedded coordinator) and
+// archi-worker agents (`--coordinator`) that it assigns to stages; a generated 6-layer model.
+//
+//   - kill -9 of a stage replica under load: detected from its broken session, replaced from the
+//     idle pool, the survivors drop its worlds, traffic reaches the replacement, nothing lost;
+//   - SIGSTOP of a replica under load: declared dead by missed heartbeats, its work re-sent;
+//     after SIGCONT its old epoch is refused and it comes back as a new idle worker;
+//   - admin scale out and in under load: no error, no loss.
+#include <grpcpp/grpcpp.h>
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <thread>
+
+#include "bench/harness/coordinated_cluster.h"
+#include "bench/harness/load_generator.h"
+#include "proto/coordinator.grpc.pb.h"
+#include "runtime/model/model.h"
+
+namespace archi {
+namespace {
+
+namespace fs = std::filesystem;
+namespace pb = archi::proto;
+using harness::CoordinatedCluster;
+using harness::CoordinatedClusterOptions;
+using harness::LoadGenerator;
+using harness::LoadInput;
+using harness::LoadOptions;
+
+constexpr int kVocab = 500;
+
+class CoordinatorProcessTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    root_ = new fs::path(fs::temp_directory_path() /
+                         ("archi_coordinator_test_" + std::to_string(getpid())));
+    fs::create_directories(*root_);
+    model::ModelConfig c;
+    c.architecture = model::Architecture::kBertEncoder;
+    c.vocab_size = kVocab;
+    c.hidden_size = 64;
+    c.num_layers = 6;
+    c.num_heads = 4;
+    c.num_kv_heads = 4;
+    c.intermediate_size = 128;
+    c.max_positions = 64;
+    c.type_vocab_size = 2;
+    ASSERT_TRUE(model::WriteRandomModel((*root_ / "model").string(), c, 7).ok());
+  }
+  static void TearDownTestSuite() {
+    std::error_code ec;
+    if (getenv("ARCHI_TEST_KEEP") == nullptr) fs::remove_all(*root_, ec);
+    delete root_;
+  }
+
+  std::unique_ptr<CoordinatedCluster> StartCluster(const std::string& name,
+                                                   std::vector<int> replicas, int idle,
+                                                   int64_t extra_compute_ms = 3) {
+    const fs::path dir = *root_ / name;
+    fs::create_directories(dir);
+    std::ofstream plan(dir / "plan.yaml");
+    plan << "pipeline: " << name << "\nmodel: " << (*root_ / "model").string()
+         << "\nstages:\n  - layers: [0, 2]\n  - layers: [2, 4]\n  - layers: [4, 6]\n"
+         << "batching:\n  max_batch: 8\n  max_wait_ms: 2\n  max_tokens: 48\n"
+         << "request:\n  default_timeout_ms: 20000\n";
+    plan.close();
+    CoordinatedClusterOptions o;
+    o.plan_path = (dir / "plan.yaml").string();
+    o.work_dir = dir.string();
+    o.replicas = std::move(replicas);
+    o.idle = idle;
+    o.token = "test-token";
+    o.extra_worker_args = {"--extra-compute-ms", std::to_string(extra_compute_ms)};
+    auto c = CoordinatedCluster::Start(o);
+    EXPECT_TRUE(c.ok()) << c.status();
+    return c.ok() ? std::move(*c) : nullptr;
+  }
+
+  static LoadOptions Load(const CoordinatedCluster& c, double duration_s) {
+    LoadOptions o;
+    o.target = c.frontend_address();
+    o.mode = LoadOptions::Mode::kClosed;
+    o.concurrency = 12;
+    std::mt19937 gen(3);
+    std::uniform_int_distribution<int> len(1, 48), tok(0, kVocab - 1);
+    for (int i = 0; i < 64; ++i) {
+      std::vector<int32_t> s(static_cast<size_t>(len(gen)));
+      for (auto& t : s) t = tok(gen);
+      o.inputs.push_back(LoadInput::Ids(std::move(s)));
+    }
+    o.duration_s = duration_s;
+    o.deadline_ms = 20'000;
+    return o;
+  }
+
+  static void ExpectNoLoss(const harness::LoadReport& r) {
+    EXPECT_EQ(r.summary.lost, 0) << r.summary.ToString();
+    EXPECT_EQ(r.summary.ok, r.summary.sent) << r.summary.ToString();
+    EXPECT_GT(r.summary.ok, 0);
+  }
+
+  // A ready worker of `stage` (the first by id).
+  static std::string ReadyOf(const pb::CoordinatorStatusResponse& s, int stage) {
+    for (const auto& w : s.workers()) {
+      if (w.stage() == stage && w.state() == "ready") return w.worker_id();
+    }
+    return "";
+  }
+  static std::string IdleOne(const pb::CoordinatorStatusResponse& s) {
+    for (const auto& w : s.workers()) {
+      if (w.state() == "idle") return w.worker_id();
+    }
+    return "";
+  }
+
+  static fs::path* root_;
+};
+
+fs::path* CoordinatorProcessTest::root_ = nullptr;
+
+TEST_F(CoordinatorProcessTest, KilledReplicaIsReplacedFromTheIdlePoolWithoutLoss) {
+  auto c = StartCluster("kill", {1, 2, 1}, /*idle=*/1);
+  ASSERT_NE(c, nullptr);
+  auto s0 = c->GetStatus(Deadline::AfterMs(5000));
+  ASSERT_TRUE(s0.ok()) << s0.status();
+  const std::string victim = ReadyOf(*s0, 1);
+  const std::string spare = IdleOne(*s0);
+  ASSERT_FALSE(victim.empty());
+  ASSERT_FALSE(spare.empty());
+  const uint64_t victim_epoch = CoordinatedCluster::FindWorker(*s0, victim)->epoch();
+
+  auto gen = LoadGenerator::Create(Load(*c, 5.0));
+  ASSERT_TRUE(gen.ok()) << gen.status();
+  ASSERT_TRUE((*gen)->Start().ok());
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+  ASSERT_TRUE(c->Kill(victim, SIGKILL).ok());
+
+  // Detected (its session broke), replaced by the spare, worlds removed, traffic restored.
+  const std::string tag = victim + "." + std::to_string(victim_epoch);
+  Status repaired = c->WaitFor(
+      [&](const pb::CoordinatorStatusResponse& s) {
+        if (s.recoveries_size() != 1) return false;
+        const auto& r = s.recoveries(0);
+        return r.traffic_restored_unix_ms() > 0 && r.worlds_removed_unix_ms() > 0;
+      },
+      Deadline::AfterMs(20'000), "the recovery of " + victim);
+  ASSERT_TRUE(repaired.ok()) << repaired;
+  auto report = (*gen)->Wait(Deadline::AfterMs(60'000));
+  ASSERT_TRUE(report.ok()) << report.status();
+  ExpectNoLoss(*report);
+
+  auto s = c->GetStatus(Deadline::AfterMs(5000));
+  ASSERT_TRUE(s.ok());
+  const auto& r = s->recoveries(0);
+  EXPECT_EQ(r.worker_id(), victim);
+  EXPECT_EQ(r.stage(), 1);
+  EXPECT_NE(r.cause().find("session broken"), std::string::npos) << r.cause();
+  EXPECT_EQ(r.replacement(), spare);
+  EXPECT_GE(r.decided_unix_ms(), r.detected_unix_ms());
+  EXPECT_GE(r.replacement_ready_unix_ms(), r.decided_unix_ms());
+  EXPECT_GE(r.traffic_restored_unix_ms(), r.replacement_ready_unix_ms());
+  std::printf("kill -9 of %s: decided +%lld ms, worlds removed +%lld ms, replacement ready +%lld "
+              "ms, traffic +%lld ms after detection\n",
+              victim.c_str(),
+              static_cast<long long>(r.decided_unix_ms() - r.detected_unix_ms()),
+              static_cast<long long>(r.worlds_removed_unix_ms() - r.detected_unix_ms()),
+              static_cast<long long>(r.replacement_ready_unix_ms() - r.detected_unix_ms()),
+              static_cast<long long>(r.traffic_restored_unix_ms() - r.detected_unix_ms()));
+  for (const auto& w : s->workers()) {
+    if (w.state() == "dead") continue;
+    for (const auto& l : w.links()) EXPECT_NE(l, tag) << w.worker_id() << " still links the dead";
+  }
+  EXPECT_EQ(s->stages(1).ready_replicas(), 2);
+}
+
+TEST_F(CoordinatorProcessTest, HungReplicaIsFencedAndComesBackAsANewIdleWorker) {
+  auto c = StartCluster("hung", {1, 2, 1}, /*idle=*/0);
+  ASSERT_NE(c, nullptr);
+  auto s0 = c->GetStatus(Deadline::AfterMs(5000));
+  ASSERT_TRUE(s0.ok());
+  const std::string victim = ReadyOf(*s0, 1);
+  ASSERT_FALSE(victim.empty());
+  const uint64_t old_epoch = CoordinatedCluster::FindWorker(*s0, victim)->epoch();
+
+  auto gen = LoadGenerator::Create(Load(*c, 5.0));
+  ASSERT_TRUE(gen.ok());
+  ASSERT_TRUE((*gen)->Start().ok());
+  std::this_thread::sleep_for(std::chrono::milliseconds(1000));
+  ASSERT_TRUE(c->Kill(victim, SIGSTOP).ok());
+  Status dead = c->WaitFor(
+      [&](const pb::CoordinatorStatusResponse& s) {
+        for (const auto& r : s.recoveries()) {
+          if (r.worker_id() == victim) return true;
+        }
+        return false;
+      },
+      Deadline::AfterMs(10'000), victim + " declared dead");
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  ASSERT_TRUE(c->Kill(victim, SIGCONT).ok());
+  ASSERT_TRUE(dead.ok()) << dead;
+  auto report = (*gen)->Wait(Deadline::AfterMs(60'000));
+  ASSERT_TRUE(report.ok()) << report.status();
+  ExpectNoLoss(*report);
+
+  // It woke, found its epoch retired, stopped serving and registered afresh (same process).
+  Status back = c->WaitFor(
+      [&](const pb::CoordinatorStatusResponse& s) {
+        const auto* w = CoordinatedCluster::FindWorker(s, victim);
+        return w && w->state() != "dead" && w->epoch() > old_epoch;
+      },
+      Deadline::AfterMs(15'000), victim + " registered again");
+  ASSERT_TRUE(back.ok()) << back;
+  EXPECT_TRUE(c->process(victim)->Running());
+  auto s = c->GetStatus(Deadline::AfterMs(5000));
+  ASSERT_TRUE(s.ok());
+  const pb::Recovery* rec = nullptr;
+  for (const auto& r : s->recoveries()) {
+    if (r.worker_id() == victim) rec = &r;
+  }
+  ASSERT_NE(rec, nullptr) << CoordinatedCluster::StatusText(*s);
+  EXPECT_NE(rec->cause().find("no heartbeat"), std::string::npos) << rec->cause();
+  // The stage had no spare: the stage was refilled by a worker that registered afterwards (the
+  // woken one, unless a slow machine made another miss its heartbeats too).
+  EXPECT_FALSE(rec->replacement().empty());
+  // The retired epoch is refused.
+  auto stub = pb::Coordinator::NewStub(
+      grpc::CreateChannel(c->frontend_address(), grpc::InsecureChannelCredentials()));
+  grpc::ClientContext ctx;
+  ctx.AddMetadata("authorization", "Bearer test-token");
+  pb::RegisterRequest q;
+  q.set_worker_id(victim);
+  q.set_resume_epoch(old_epoch);
+  pb::RegisterResponse resp;
+  EXPECT_EQ(stub->Register(&ctx, q, &resp).error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+}
+
+TEST_F(CoordinatorProcessTest, AdminScaleOutAndInUnderLoadLosesNothing) {
+  auto c = StartCluster("scale", {1, 1, 1}, /*idle=*/2);
+  ASSERT_NE(c, nullptr);
+  auto gen = LoadGenerator::Create(Load(*c, 5.0));
+  ASSERT_TRUE(gen.ok());
+  ASSERT_TRUE((*gen)->Start().ok());
+  auto admin = pb::CoordinatorAdmin::NewStub(
+      grpc::CreateChannel(c->frontend_address(), grpc::InsecureChannelCredentials()));
+  auto scale = [&](int stage, int n) {
+    grpc::ClientContext ctx;
+    ctx.AddMetadata("authorization", "Bearer test-token");
+    pb::ScaleRequest q;
+    q.set_stage(stage);
+    q.set_replicas(n);
+    pb::ScaleResponse r;
+    return admin->Scale(&ctx, q, &r);
+  };
+  std::this_thread::sleep_for(std::chrono::milliseconds(800));
+  ASSERT_TRUE(scale(1, 3).ok());
+  Status out = c->WaitFor(
+      [](const pb::CoordinatorStatusResponse& s) {
+        int traffic = 0;
+        for (const auto& w : s.workers()) {
+          traffic += w.stage() == 1 && w.state() == "ready" && w.load().batches_processed() > 0;
+        }
+        return s.stages(1).ready_replicas() == 3 && traffic == 3;
+      },
+      Deadline::AfterMs(15'000), "stage 1 at 3 ready replicas, all with traffic");
+  ASSERT_TRUE(out.ok()) << out;
+  ASSERT_TRUE(scale(1, 1).ok());
+  Status in = c->WaitFor(
+      [](const pb::CoordinatorStatusResponse& s) {
+        int idle = 0;
+        for (const auto& w : s.workers()) idle += w.state() == "idle";
+        return s.stages(1).ready_replicas() == 1 && idle == 2;
+      },
+      Deadline::AfterMs(15'000), "stage 1 back to 1 replica, two idle");
+  ASSERT_TRUE(in.ok()) << in;
+  auto report = (*gen)->Wait(Deadline::AfterMs(60'000));
+  ASSERT_TRUE(report.ok()) << report.status();
+  ExpectNoLoss(*report);
+  EXPECT_EQ(report->summary.by_code.count("UNAVAILABLE"), 0u);
+  // The released workers drained: nobody was declared dead.
+  auto s = c->GetStatus(Deadline::AfterMs(5000));
+  ASSERT_TRUE(s.ok());
+  EXPECT_EQ(s->recoveries_size(), 0) << CoordinatedCluster::StatusText(*s);
+}
+
+}  // namespace
+}  // namespace archi
