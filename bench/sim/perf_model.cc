@@ -72,6 +72,25 @@ Result<PerfModel> PerfModel::FromProfile(const LatencyProfile& p, int stages, in
   return m;
 }
 
+Result<PerfModel> PerfModel::FromSamples(const std::vector<double>& samples_ms, int stages,
+                                         int max_batch, FitReport* report) {
+  if (stages < 1 || max_batch < 1) return InvalidArgumentError("fit: stages and max batch must be >= 1");
+  ARCHI_ASSIGN_OR_RETURN(FitReport rep, FitBest(samples_ms));
+  const Distribution d = rep.best().dist;
+  const double mean = d.Mean();
+  PerfModel m = Constant(stages, max_batch, mean / stages, 0);
+  switch (d.kind) {
+    case DistKind::kExponential: m.noise = Distribution::Exponential(1.0); break;
+    case DistKind::kGamma: m.noise = Distribution::Gamma(d.a, 1.0 / d.a); break;
+    case DistKind::kLognormal: m.noise = Distribution::Lognormal(-0.5 * d.b * d.b, d.b); break;
+    case DistKind::kConstant: break;
+  }
+  m.description = "fitted " + d.ToString() + " over " + std::to_string(rep.n) +
+                  " samples, mean split over " + std::to_string(stages) + " stages";
+  if (report != nullptr) *report = std::move(rep);
+  return m;
+}
+
 Result<PerfModel> PerfModel::FromHarmony(const HarmonyModel& h, int stages, int max_batch,
                                          const std::string& device, double gpu_gb, double vcpus) {
   if (stages < 1 || max_batch < 1) return InvalidArgumentError("harmony: stages and max batch must be >= 1");

@@ -12,6 +12,11 @@
 //              final_fix_factor. Summed over the stages this is SpotServe's own estimate with one
 //              micro-batch. Batch sizes between the profiled 1, 2, 4, 8 are interpolated
 //              linearly; above 8 is an error.
+//   fit        samples of a measured time (e.g. latency_ms of our own archi-bench pipeline
+//              output at low load): the best of exponential/gamma/lognormal (fit.h) gives the
+//              mean, split evenly over the stages, and the shape, as a per-batch multiplier with
+//              mean 1 (`noise`); batch size does not change it (the samples already carry the
+//              run's batching).
 //   harmony    a HarmonyBatch model (data README 4.1): the whole model takes l1 * b + l2 seconds
 //              on a full GPU (stretched by G / gpu_gb on a slice) or the CPU formula at `vcpus`,
 //              split evenly over the stages; no transfer time.
@@ -19,9 +24,11 @@
 // The table is computed once (Build); lookups in the hot path are array reads.
 #pragma once
 
+#include <optional>
 #include <string>
 #include <vector>
 
+#include "bench/sim/fit.h"
 #include "bench/sim/traces.h"
 #include "runtime/core/status.h"
 
@@ -32,6 +39,8 @@ struct PerfModel {
   // stage_ms[s][b - 1]: stage s serving a batch of b (1..max_batch).
   std::vector<std::vector<double>> stage_ms;
   double transfer_ms = 0;
+  // Per-batch service time multiplier with mean 1 (fit models); none: deterministic.
+  std::optional<Distribution> noise;
 
   double StageMs(int stage, int batch) const { return stage_ms[stage][batch - 1]; }
   // Sum over the stages of a batch of b plus the hand-overs: the unloaded end-to-end latency.
@@ -40,6 +49,9 @@ struct PerfModel {
   static PerfModel Constant(int stages, int max_batch, double stage_ms, double transfer_ms);
   static Result<PerfModel> FromProfile(const LatencyProfile& p, int stages, int max_batch, int tp,
                                        int output_len);
+  // Fitted to measured samples (ms); `report` receives the fit table when not null.
+  static Result<PerfModel> FromSamples(const std::vector<double>& samples_ms, int stages,
+                                       int max_batch, FitReport* report = nullptr);
   // device "gpu" (gpu_gb of the GPU; 0 = all) or "cpu" (vcpus).
   static Result<PerfModel> FromHarmony(const HarmonyModel& m, int stages, int max_batch,
                                        const std::string& device, double gpu_gb, double vcpus);

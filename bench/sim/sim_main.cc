@@ -162,11 +162,24 @@ Result<PerfModel> MakePerf(const Flags& f) {
     ARCHI_ASSIGN_OR_RETURN(LatencyProfile prof, LoadLatencyProfile(arg));
     return PerfModel::FromProfile(prof, stages, mb, f.tp, f.output_len);
   }
+  if (kind == "fit") {
+    // fit:FILE[:COLUMN]; the column defaults to latency_ms (archi-bench pipeline_requests.csv).
+    std::string file = arg, column = "latency_ms";
+    if (auto c = arg.rfind(':'); c != std::string::npos) {
+      file = arg.substr(0, c);
+      column = arg.substr(c + 1);
+    }
+    ARCHI_ASSIGN_OR_RETURN(std::vector<double> v, LoadCsvColumn(file, column));
+    FitReport rep;
+    ARCHI_ASSIGN_OR_RETURN(PerfModel m, PerfModel::FromSamples(v, stages, mb, &rep));
+    if (!f.quiet) std::printf("service time fit of %s (%s, ms):\n\n%s\n", file.c_str(), column.c_str(), rep.ToMarkdown().c_str());
+    return m;
+  }
   if (kind == "harmony") {
     ARCHI_ASSIGN_OR_RETURN(HarmonyModel h, LoadHarmonyModel(arg));
     return PerfModel::FromHarmony(h, stages, mb, f.harmony_device, f.gpu_gb, f.vcpus);
   }
-  return InvalidArgumentError("--perf '" + p + "': expected constant:MS[,MS], profile:FILE or harmony:FILE");
+  return InvalidArgumentError("--perf '" + p + "': expected constant:MS[,MS], profile:FILE, fit:CSV[:COLUMN] or harmony:FILE");
 }
 
 std::string CsvQuote(const std::string& s) {
@@ -377,30 +390,8 @@ Status RunFit(const std::string& file, const std::string& column, double scale, 
       }
     }
   } else {
-    std::ifstream in(file);
-    if (!in) return NotFoundError(file + ": cannot open");
-    std::string line;
-    std::getline(in, line);
-    std::vector<std::string> head;
-    std::stringstream hs(line);
-    for (std::string c; std::getline(hs, c, ',');) head.push_back(c);
-    auto col = std::find(head.begin(), head.end(), column);
-    if (col == head.end()) return InvalidArgumentError(file + ":1: no column '" + column + "'");
-    size_t idx = static_cast<size_t>(col - head.begin());
-    size_t ln = 1;
-    while (std::getline(in, line)) {
-      ++ln;
-      std::vector<std::string> cells;
-      std::stringstream ls(line);
-      for (std::string c; std::getline(ls, c, ',');) cells.push_back(c);
-      if (cells.size() <= idx) return InvalidArgumentError(file + ":" + std::to_string(ln) + ": missing field '" + column + "'");
-      char* end = nullptr;
-      double v = std::strtod(cells[idx].c_str(), &end);
-      if (end == cells[idx].c_str() || *end != '\0') {
-        return InvalidArgumentError(file + ":" + std::to_string(ln) + ": '" + cells[idx] + "' is not a number");
-      }
-      values.push_back(v * scale);
-    }
+    ARCHI_ASSIGN_OR_RETURN(values, LoadCsvColumn(file, column));
+    for (double& v : values) v *= scale;
   }
   ARCHI_ASSIGN_OR_RETURN(FitReport rep, FitBest(values));
   std::printf("%s of %s:\n\n%s", arrivals ? "inter-arrival gaps (ms)" : "values", file.c_str(),
@@ -439,7 +430,7 @@ int Main(int argc, char** argv) {
   app.add_option("--fit-arrivals", f.fit_arrivals, "fit the gaps of this arrival file (exponential/gamma/lognormal, KS) and draw from the best fit");
   app.add_option("--rate", f.rate, "mean arrival rate (req/s); default with no arrival source: Poisson at --requests / duration");
   app.add_option("--requests", f.requests, "stop arrivals after this many (0: until the end of the trace)");
-  app.add_option("--perf", f.perf, "performance model: constant:STAGE_MS[,TRANSFER_MS] | profile:FILE (SpotServe) | harmony:FILE (HarmonyBatch)");
+  app.add_option("--perf", f.perf, "performance model: constant:STAGE_MS[,TRANSFER_MS] | profile:FILE (SpotServe) | fit:CSV[:COLUMN] (fit measured times, default column latency_ms) | harmony:FILE (HarmonyBatch)");
   app.add_option("--tp", f.tp, "profile: tensor-parallel degree");
   app.add_option("--output-len", f.output_len, "profile: generated tokens per request");
   app.add_option("--harmony-device", f.harmony_device, "harmony: gpu or cpu");

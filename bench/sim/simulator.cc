@@ -933,6 +933,10 @@ Result<std::unique_ptr<Simulator>> Simulator::Create(SimOptions options, PerfMod
     return InvalidArgumentError("simulator: window and interval must be > 0");
   }
   if (options.service_cv < 0) return InvalidArgumentError("simulator: service CV must be >= 0");
+  if (options.service_cv > 0 && model.noise) {
+    return InvalidArgumentError("simulator: the fitted performance model has its own variability; "
+                                "drop the service CV");
+  }
   for (size_t i = 1; i < arrivals.times_ms.size(); ++i) {
     if (arrivals.times_ms[i] < arrivals.times_ms[i - 1]) {
       return InvalidArgumentError("simulator: arrival times are not sorted (index " + std::to_string(i) + ")");
@@ -952,7 +956,9 @@ Result<std::unique_ptr<Simulator>> Simulator::Create(SimOptions options, PerfMod
   impl->rng_route.seed(seed ^ 0x9E3779B97F4A7C15ull);
   impl->rng_noise.seed(seed ^ 0xD1B54A32D192ED03ull);
   if (impl->arrivals.gap_ms) impl->gap_sampler.emplace(*impl->arrivals.gap_ms);
-  if (impl->o.service_cv > 0) {
+  if (impl->model.noise) {
+    impl->noise_sampler.emplace(*impl->model.noise);
+  } else if (impl->o.service_cv > 0) {
     impl->noise_sampler.emplace(Distribution::GammaMeanCv(1.0, impl->o.service_cv));
   }
   return std::unique_ptr<Simulator>(new Simulator(std::move(impl)));

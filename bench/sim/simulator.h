@@ -77,6 +77,7 @@ struct SimOptions {
   bool initial_fill = true;       // nodes present at t=0 start as ready replicas, round-robin
                                   // over the stages (the deployment's first plan)
   double service_cv = 0;          // per-batch service time noise: gamma with mean 1 and this CV
+                                  // (not with a fitted model, which has its own)
   ReconfigCosts costs;
   uint64_t seed = 1;
   int64_t end_ms = -1;            // last arrival time; -1: the node trace's end

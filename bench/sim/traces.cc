@@ -505,6 +505,28 @@ Result<ArrivalTrace> LoadArrivals(const std::string& path) {
   return a;
 }
 
+Result<std::vector<double>> LoadCsvColumn(const std::string& path, const std::string& column) {
+  ARCHI_ASSIGN_OR_RETURN(std::vector<std::string> lines, ReadLines(path));
+  if (lines.empty()) return InvalidArgumentError(path + ": empty file");
+  auto head = Split(lines[0], ',');
+  auto col = std::find(head.begin(), head.end(), column);
+  if (col == head.end()) return LineError(path, 1, "no column '" + column + "' in the header");
+  const size_t idx = static_cast<size_t>(col - head.begin());
+  std::vector<double> out;
+  for (size_t i = 1; i < lines.size(); ++i) {
+    if (Blank(lines[i])) continue;
+    auto f = Split(lines[i], ',');
+    if (f.size() <= idx) return LineError(path, i + 1, "missing field '" + column + "'");
+    double v = 0;
+    if (!ParseDouble(f[idx], v)) {
+      return LineError(path, i + 1, "'" + column + "' = '" + std::string(f[idx]) + "' is not a number");
+    }
+    out.push_back(v);
+  }
+  if (out.empty()) return InvalidArgumentError(path + ": no rows");
+  return out;
+}
+
 Result<std::vector<double>> LoadRates(const std::string& path) {
   ARCHI_ASSIGN_OR_RETURN(std::vector<std::string> lines, ReadLines(path));
   std::vector<double> rates;

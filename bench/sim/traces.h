@@ -123,6 +123,10 @@ struct ArrivalTrace {
 };
 Result<ArrivalTrace> LoadArrivals(const std::string& path);
 
+// One numeric column of a CSV file with a header row (e.g. latency_ms of archi-bench pipeline's
+// pipeline_requests.csv): errors name file:line for a missing field or a non-number.
+Result<std::vector<double>> LoadCsvColumn(const std::string& path, const std::string& column);
+
 // Requests per second, one value per minute.
 Result<std::vector<double>> LoadRates(const std::string& path);
 

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cmath>
 #include <filesystem>
 
 #include "runtime/policy/reactive.h"
@@ -289,6 +290,38 @@ TEST(SimulatorTest, DeterministicForASeed) {
   }
   // Another seed: other arrivals, other outcome.
   EXPECT_TRUE(a.arrived != c.arrived || a.served != c.served || a.end_ms != c.end_ms);
+}
+
+TEST(SimulatorTest, FittedServiceModel) {
+  // Samples from gamma(shape 8, scale 5): mean 40 ms. The fitted model splits the mean over two
+  // stages; with arrivals far apart nobody queues, so the mean latency is the sample mean
+  // within its standard error (40 / sqrt(8 n)), and the spread comes back (CV 1/sqrt(8)).
+  std::vector<double> samples = Generate(Distribution::Gamma(8, 5), 20'000, 9);
+  FitReport rep;
+  auto m = PerfModel::FromSamples(samples, 2, 1, &rep);
+  ASSERT_TRUE(m.ok()) << m.status();
+  EXPECT_EQ(rep.best().dist.kind, DistKind::kGamma) << rep.ToMarkdown();
+  EXPECT_NEAR(m->StageMs(0, 1), 20, 0.2);
+  ASSERT_TRUE(m->noise.has_value());
+  EXPECT_NEAR(m->noise->Mean(), 1.0, 1e-12);
+  SimOptions o = Exact(1, 0);
+  o.stages = 2;
+  o.end_ms = 10'000'000;
+  auto r = RunSim(o, *m, Trace({{0, NodeOp::kAdd, "a"}, {0, NodeOp::kAdd, "b"}}, 0),
+                  Times(Every(0, 1000, 5000)), kReactive);
+  ASSERT_EQ(r.latencies.size(), 5000u);
+  double mean = 0, var = 0;
+  for (double l : r.latencies) mean += l;
+  mean /= 5000;
+  for (double l : r.latencies) var += (l - mean) * (l - mean);
+  var /= 4999;
+  // Each latency is the sum of two stage times, each (20 ms) x gamma(8, 1/8): the sum has mean
+  // 40 and CV 1/sqrt(16) = 0.25 (SE of the mean 40 * 0.25 / sqrt(5000) = 0.14 ms).
+  EXPECT_NEAR(mean, 40, 5 * 0.14);
+  EXPECT_NEAR(std::sqrt(var) / mean, 0.25, 0.02);
+  // A fitted model and --service-cv together are refused.
+  o.service_cv = 0.5;
+  EXPECT_FALSE(Simulator::Create(o, *m, NodeTrace{}, Times({1}), &kReactive).ok());
 }
 
 TEST(SimulatorTest, ScaleTrace) {

@@ -532,6 +532,18 @@ TEST_F(BadFileTest, ArrivalsAndRates) {
   ExpectError(LoadRates(p).status(), p, 1, "not a number");
 }
 
+TEST_F(BadFileTest, CsvColumn) {
+  std::string p = Write("col.csv", "index,latency_ms,code\n0,1.5,OK\n1,2.5,OK\n");
+  auto ok = LoadCsvColumn(p, "latency_ms");
+  ASSERT_TRUE(ok.ok()) << ok.status();
+  EXPECT_EQ(*ok, (std::vector<double>{1.5, 2.5}));
+  ExpectError(LoadCsvColumn(p, "p99").status(), p, 1, "no column 'p99'");
+  p = Write("col2.csv", "index,latency_ms\n0,1.5\n1\n");
+  ExpectError(LoadCsvColumn(p, "latency_ms").status(), p, 3, "missing field 'latency_ms'");
+  p = Write("col3.csv", "index,latency_ms\n0,1.5\n1,fast\n");
+  ExpectError(LoadCsvColumn(p, "latency_ms").status(), p, 3, "is not a number");
+}
+
 TEST_F(BadFileTest, JsonDocuments) {
   std::string p = Write("prof.json", "{\n  \"layer_num\": 2,\n  \"embed\": [1, 2],\n"
                                      "  \"pp_init_comm\": 1, \"pp_incr_comm\": 1, \"final_fix_factor\": 1,\n"
