@@ -176,17 +176,15 @@ std::vector<double> LiveputOf(const std::vector<ParallelConfig>& configs, int av
 
 namespace {
 
-// Candidate configurations for one interval with n instances (see ParcaeOptions).
+// Candidate configurations for one interval with n instances (see ParcaeOptions), over `depths`.
 std::vector<ParallelConfig> Candidates(int n, int max_available, const ParallelConfig& current,
                                        const std::vector<int>& ns, const ParcaeOptions& o,
-                                       std::optional<int> depth) {
+                                       const std::vector<int>& depths) {
   std::vector<ParallelConfig> out;
   out.push_back(ParallelConfig{0, 0});  // serve nothing: always possible
-  const int lo = depth ? *depth : o.model.min_depth;
-  const int hi = depth ? *depth : o.model.max_depth;
   std::vector<int> dps;
-  for (int pp = std::max(1, lo); pp <= hi; ++pp) {
-    const int fit = n / pp;
+  for (int pp : depths) {
+    const int fit = pp >= 1 ? n / pp : 0;
     if (fit < 1) continue;
     dps.clear();
     if (max_available <= o.enumerate_all_up_to) {
@@ -205,11 +203,10 @@ std::vector<ParallelConfig> Candidates(int n, int max_available, const ParallelC
   return out;
 }
 
-}  // namespace
-
-LiveputPlan PlanLiveput(const ParallelConfig& current, const std::vector<double>& available,
-                        const ParcaeOptions& o, std::optional<int> depth) {
-  LiveputPlan plan;
+// Liveput tables for every interval over `depths`.
+std::vector<LiveputInterval> Tables(const ParallelConfig& current,
+                                    const std::vector<double>& available, const ParcaeOptions& o,
+                                    const std::vector<int>& depths) {
   const int horizon = std::max(1, o.horizon);
   // n_0 .. n_horizon (the last only for the final interval's drop).
   std::vector<double> avail(available.begin(),
@@ -223,16 +220,39 @@ LiveputPlan PlanLiveput(const ParallelConfig& current, const std::vector<double>
     ns[k] = static_cast<int>(std::floor(avail[k] + 1e-9));
     max_n = std::max(max_n, ns[k]);
   }
-  const double interval_s = static_cast<double>(o.interval_ms) / 1000.0;
-
-  plan.intervals.resize(horizon);
+  std::vector<LiveputInterval> out(horizon);
   for (int k = 0; k < horizon; ++k) {
-    LiveputInterval& iv = plan.intervals[k];
+    LiveputInterval& iv = out[k];
     iv.available = ns[k];
     iv.drop = std::max(0.0, avail[k] - avail[k + 1]);
-    iv.candidates = Candidates(ns[k], max_n, current, ns, o, depth);
+    iv.candidates = Candidates(ns[k], max_n, current, ns, o, depths);
     iv.liveput = LiveputOf(iv.candidates, ns[k], iv.drop, static_cast<uint64_t>(k) + 1, o);
   }
+  return out;
+}
+
+// The dynamic program over the tables, restricted to depth `only` (and serving nothing) when set.
+LiveputPlan Solve(const std::vector<LiveputInterval>& tables, const ParallelConfig& current,
+                  const ParcaeOptions& o, std::optional<int> only) {
+  LiveputPlan plan;
+  const int horizon = static_cast<int>(tables.size());
+  if (!only) {
+    plan.intervals = tables;
+  } else {
+    plan.intervals.resize(horizon);
+    for (int k = 0; k < horizon; ++k) {
+      const LiveputInterval& t = tables[k];
+      LiveputInterval& iv = plan.intervals[k];
+      iv.available = t.available;
+      iv.drop = t.drop;
+      for (size_t j = 0; j < t.candidates.size(); ++j) {
+        if (t.candidates[j].dp != 0 && t.candidates[j].pp != *only) continue;
+        iv.candidates.push_back(t.candidates[j]);
+        iv.liveput.push_back(t.liveput[j]);
+      }
+    }
+  }
+  const double interval_s = static_cast<double>(o.interval_ms) / 1000.0;
 
   // value[k][j]: best requests served through interval k ending in candidate j.
   constexpr double kNegInf = -std::numeric_limits<double>::infinity();
@@ -272,6 +292,34 @@ LiveputPlan PlanLiveput(const ParallelConfig& current, const std::vector<double>
   }
   plan.first = plan.path[0];
   return plan;
+}
+
+std::vector<int> DepthRange(const ParcaeOptions& o) {
+  std::vector<int> d;
+  for (int pp = std::max(1, o.model.min_depth); pp <= o.model.max_depth; ++pp) d.push_back(pp);
+  return d;
+}
+
+}  // namespace
+
+LiveputPlan PlanLiveput(const ParallelConfig& current, const std::vector<double>& available,
+                        const ParcaeOptions& o, std::optional<int> depth) {
+  const std::vector<int> depths = depth ? std::vector<int>{*depth} : DepthRange(o);
+  return Solve(Tables(current, available, o, depths), current, o, std::nullopt);
+}
+
+HeldAndFreePlans PlanLiveputHeldAndFree(const ParallelConfig& current,
+                                        const std::vector<double>& available,
+                                        const ParcaeOptions& o) {
+  std::vector<int> depths = DepthRange(o);
+  if (current.pp >= 1 && std::find(depths.begin(), depths.end(), current.pp) == depths.end()) {
+    depths.push_back(current.pp);
+  }
+  const std::vector<LiveputInterval> tables = Tables(current, available, o, depths);
+  HeldAndFreePlans out;
+  out.held = Solve(tables, current, o, current.pp);
+  out.free = Solve(tables, current, o, std::nullopt);
+  return out;
 }
 
 ParcaePolicy::ParcaePolicy(ParcaeOptions options) : options_(std::move(options)) {}
@@ -320,7 +368,9 @@ Plan ParcaePolicy::Decide(const ClusterState& state, const ClusterMetrics& /*met
   const ParallelConfig cur = CurrentConfig(state);
   const std::vector<double> avail = AvailabilityPath(state, forecast);
   const int n0 = static_cast<int>(avail[0]);
-  const LiveputPlan held = PlanLiveput(cur, avail, o, cur.pp);
+  const HeldAndFreePlans plans = PlanLiveputHeldAndFree(cur, avail, o);
+  const LiveputPlan& held = plans.held;
+  const LiveputPlan& free = plans.free;
   int target = held.first.dp;
 
   // Hysteresis on the target: keep the last one for min_hold_ms unless it no longer fits.
@@ -345,8 +395,7 @@ Plan ParcaePolicy::Decide(const ClusterState& state, const ClusterMetrics& /*met
   plan.memory.values[std::string(kName) + "/value"] = held.value;
 
   // Would another depth do better? Only the coordinator can re-partition: report it.
-  if (o.model.max_depth > o.model.min_depth || cur.pp != o.model.min_depth) {
-    const LiveputPlan free = PlanLiveput(cur, avail, o);
+  {
     plan.memory.values[std::string(kName) + "/best_pp"] = free.first.pp;
     plan.memory.values[std::string(kName) + "/best_dp"] = free.first.dp;
     if (free.first.pp != cur.pp && free.value > held.value * (1 + 1e-9)) {
@@ -362,22 +411,43 @@ Plan ParcaePolicy::Decide(const ClusterState& state, const ClusterMetrics& /*met
   for (const Stage& s : state.stages) {
     for (const Replica& r : s.replicas) busy_hosts.insert(r.worker.host);
   }
-  std::vector<const Worker*> idle;
-  for (const Worker& w : state.idle) idle.push_back(&w);
-  size_t next_idle = 0;
+  // The same order as re-ranking the idle pool after every pick by (host busy now, price, id),
+  // without re-sorting: `by_key` is sorted once by (host busy at the start, price, id) and the
+  // first untaken worker in it whose host is still free is the best free-host worker (a host
+  // only ever becomes busy); once none is left, `by_price` gives the rest by (price, id).
+  std::vector<const Worker*> by_key, by_price;
+  for (const Worker& w : state.idle) by_key.push_back(&w);
+  by_price = by_key;
+  auto price_id = [](const Worker* w) {
+    return std::make_tuple(w->price_per_hour, std::string_view(w->id));
+  };
+  std::sort(by_price.begin(), by_price.end(),
+            [&](const Worker* a, const Worker* b) { return price_id(a) < price_id(b); });
+  std::stable_sort(by_key.begin(), by_key.end(), [&](const Worker* a, const Worker* b) {
+    return std::make_tuple(busy_hosts.contains(a->host), a->price_per_hour,
+                           std::string_view(a->id)) < std::make_tuple(busy_hosts.contains(b->host),
+                                                                      b->price_per_hour,
+                                                                      std::string_view(b->id));
+  });
+  std::unordered_set<const Worker*> taken;
+  size_t scan_free = 0, scan_any = 0;
   auto pick = [&]() -> const Worker* {
-    // Re-rank lazily: hosts fill up as workers are added.
-    auto key = [&](const Worker* w) {
-      return std::make_tuple(busy_hosts.contains(w->host), w->price_per_hour,
-                             std::string_view(w->id));
-    };
-    if (next_idle >= idle.size()) return nullptr;
-    auto best = std::min_element(idle.begin() + static_cast<std::ptrdiff_t>(next_idle), idle.end(),
-                                 [&](const Worker* a, const Worker* b) { return key(a) < key(b); });
-    std::iter_swap(idle.begin() + static_cast<std::ptrdiff_t>(next_idle), best);
-    const Worker* w = idle[next_idle++];
-    busy_hosts.insert(w->host);
-    return w;
+    for (; scan_free < by_key.size(); ++scan_free) {
+      const Worker* w = by_key[scan_free];
+      if (taken.contains(w) || busy_hosts.contains(w->host)) continue;
+      taken.insert(w);
+      busy_hosts.insert(w->host);
+      ++scan_free;
+      return w;
+    }
+    for (; scan_any < by_price.size(); ++scan_any) {
+      const Worker* w = by_price[scan_any];
+      if (taken.contains(w)) continue;
+      taken.insert(w);
+      ++scan_any;
+      return w;
+    }
+    return nullptr;
   };
 
   const std::string why =

@@ -123,6 +123,18 @@ struct LiveputPlan {
 LiveputPlan PlanLiveput(const ParallelConfig& current, const std::vector<double>& available,
                         const ParcaeOptions& o, std::optional<int> depth = std::nullopt);
 
+// Both plans a ParcaePolicy decision needs, from one set of liveput tables (depths
+// [min_depth, max_depth] plus the current one): `held` keeps the current depth (serving nothing
+// allowed), `free` may choose any of those depths. Each equals what PlanLiveput gives for the
+// same depths (the scenarios of a configuration do not depend on the other candidates).
+struct HeldAndFreePlans {
+  LiveputPlan held;
+  LiveputPlan free;
+};
+HeldAndFreePlans PlanLiveputHeldAndFree(const ParallelConfig& current,
+                                        const std::vector<double>& available,
+                                        const ParcaeOptions& o);
+
 class ParcaePolicy final : public Policy {
  public:
   static constexpr std::string_view kName = "parcae";

@@ -147,6 +147,16 @@ TEST(Parcae, PicksTheDepthWithTheMostThroughput) {
   EXPECT_EQ(p.first, (ParallelConfig{4, 2}));
 }
 
+TEST(Parcae, HeldAndFreePlansMatchSeparatePlanning) {
+  ParcaeOptions o = Opts();
+  o.model.max_depth = 3;
+  const std::vector<double> f = {9, 9, 7, 7, 8, 3, 3, 3, 6, 6, 6};
+  const ParallelConfig cur{2, 2};
+  const HeldAndFreePlans both = PlanLiveputHeldAndFree(cur, f, o);
+  EXPECT_EQ(both.held, PlanLiveput(cur, f, o, 2));
+  EXPECT_EQ(both.free, PlanLiveput(cur, f, o));
+}
+
 // ---------------------------------------------------------------------------------------------
 // The Policy.
 
@@ -212,6 +222,25 @@ TEST(ParcaePolicy, ForecastDropMakesGrowthNotWorthIt) {
   const Plan p = policy.Decide(s, {}, drop);
   EXPECT_TRUE(p.actions.empty()) << ToString(p.actions[0]);
   EXPECT_EQ(p.memory.values.at("parcae/dp"), 1);
+}
+
+TEST(ParcaePolicy, AddsPreferAFreeHostThenTheCheapest) {
+  // Two stages need one replica each. Idle: c1 and c2 share host hx (price 1 and 1.5), e on hy
+  // (price 2). Stage 0 gets c1 (cheapest, free host); then hx is busy, so stage 1 gets e on the
+  // free host hy rather than the cheaper c2.
+  ParcaeOptions o = Opts();
+  o.model.min_depth = o.model.max_depth = 2;
+  const ParcaePolicy policy(o);
+  ClusterState s = MakeState({1, 1}, 0);
+  s.idle = {Worker{"c2", "hx", "p3", 1.0, 1.5}, Worker{"e", "hy", "p3", 1.0, 2.0},
+            Worker{"c1", "hx", "p3", 1.0, 1.0}};
+  s.memory.values["parcae/dp"] = 2;  // (2,2) was chosen long ago: no hold in the way
+  s.memory.values["parcae/since_ms"] = 0;
+  const Plan p = policy.Decide(s, {}, Forecast{});
+  // 5 workers: target (2,2): one add per stage.
+  ASSERT_EQ(p.actions.size(), 2u);
+  EXPECT_EQ(p.actions[0].op, (ActionOp{AddReplica{0, "c1"}}));
+  EXPECT_EQ(p.actions[1].op, (ActionOp{AddReplica{1, "e"}}));
 }
 
 TEST(ParcaePolicy, DrainsExcessReplicasToTheIdlePool) {
