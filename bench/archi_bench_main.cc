@@ -44,6 +44,13 @@ int main(int argc, char** argv) {
       ->capture_default_str()
       ->check(CLI::IsMember({"gloo", "nccl"}));
   p2p_cmd->add_flag("--quick", p2p.quick, "smoke run: 3 sizes, 1 repetition, 5..50 iterations");
+  p2p_cmd->add_option("--sizes", p2p.sizes, "message sizes in bytes (default: the full sweep)")
+      ->check(CLI::Range(int64_t{1}, int64_t{1} << 30));
+  p2p_cmd->add_option("--pattern", p2p.pattern,
+                      "pingpong (2 ranks), bidir (both ranks send at once, 2 ranks) or chain "
+                      "(rank 0 -> 1 -> 2, 3 ranks)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"pingpong", "bidir", "chain"}));
   p2p_cmd->add_option("--target-s", p2p.target_s, "seconds one measurement aims at")
       ->capture_default_str()
       ->check(CLI::Range(0.001, 60.0));

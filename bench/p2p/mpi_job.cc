@@ -75,6 +75,44 @@ class MpiTransport final : public P2PTransport {
     return rc == MPI_SUCCESS ? Status::Ok() : MpiError("MPI_Waitall", rc);
   }
 
+  Status Exchange(const Tensor& t, std::vector<Tensor>& bufs, int count, int peer,
+                  uint32_t tag) override {
+    ARCHI_RETURN_IF_ERROR(CheckCount(t));
+    requests_.resize(static_cast<size_t>(2 * count));
+    for (int i = 0; i < count; ++i) {
+      ARCHI_RETURN_IF_ERROR(CheckCount(bufs[i]));
+      int rc = MPI_Irecv(bufs[i].data(), static_cast<int>(bufs[i].nbytes()), MPI_BYTE, peer,
+                         static_cast<int>(tag), MPI_COMM_WORLD, &requests_[i]);
+      if (rc != MPI_SUCCESS) return MpiError("MPI_Irecv", rc);
+    }
+    for (int i = 0; i < count; ++i) {
+      int rc = MPI_Isend(t.data(), static_cast<int>(t.nbytes()), MPI_BYTE, peer,
+                         static_cast<int>(tag), MPI_COMM_WORLD, &requests_[count + i]);
+      if (rc != MPI_SUCCESS) return MpiError("MPI_Isend", rc);
+    }
+    int rc = MPI_Waitall(2 * count, requests_.data(), MPI_STATUSES_IGNORE);
+    return rc == MPI_SUCCESS ? Status::Ok() : MpiError("MPI_Waitall", rc);
+  }
+
+  Status Forward(std::vector<Tensor>& bufs, int count, int from, int to, uint32_t tag) override {
+    requests_.resize(static_cast<size_t>(2 * count));
+    for (int i = 0; i < count; ++i) {
+      ARCHI_RETURN_IF_ERROR(CheckCount(bufs[i]));
+      int rc = MPI_Irecv(bufs[i].data(), static_cast<int>(bufs[i].nbytes()), MPI_BYTE, from,
+                         static_cast<int>(tag), MPI_COMM_WORLD, &requests_[i]);
+      if (rc != MPI_SUCCESS) return MpiError("MPI_Irecv", rc);
+    }
+    for (int i = 0; i < count; ++i) {
+      int rc = MPI_Wait(&requests_[i], MPI_STATUS_IGNORE);
+      if (rc != MPI_SUCCESS) return MpiError("MPI_Wait", rc);
+      rc = MPI_Isend(bufs[i].data(), static_cast<int>(bufs[i].nbytes()), MPI_BYTE, to,
+                     static_cast<int>(tag), MPI_COMM_WORLD, &requests_[count + i]);
+      if (rc != MPI_SUCCESS) return MpiError("MPI_Isend", rc);
+    }
+    int rc = MPI_Waitall(count, requests_.data() + count, MPI_STATUSES_IGNORE);
+    return rc == MPI_SUCCESS ? Status::Ok() : MpiError("MPI_Waitall", rc);
+  }
+
  private:
   std::vector<MPI_Request> requests_;
 };

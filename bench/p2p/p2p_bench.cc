@@ -19,6 +19,7 @@
 #include "bench/bench_util.h"
 #include "bench/p2p/backend_check.h"
 #include "bench/p2p/mpi_job.h"
+#include "bench/p2p/p2p_patterns.h"
 #include "bench/p2p/p2p_transport.h"
 #include "runtime/core/deadline.h"
 #include "runtime/core/device_buffer.h"
@@ -203,7 +204,9 @@ int P2PBench::Iterations(double seconds_per_iter) const {
 
 Status P2PBench::Setup() {
   // Sizes: 3^0 .. 3^11 float32 elements, then 1, 4 and 16 MiB.
-  if (o_.quick) {
+  if (!o_.sizes.empty()) {
+    for (int64_t b : o_.sizes) sizes_.push_back(std::max<int64_t>(b / 4, 1));
+  } else if (o_.quick) {
     sizes_ = {1, 243, (1 << 20) / 4};
   } else {
     int64_t e = 1;
@@ -761,6 +764,11 @@ int RunP2P(P2POptions options, int* argc, char*** argv) {
       !why.empty()) {
     if ((*job)->rank() == 0) std::printf("%s\n", SkipLine("p2p", why).c_str());
     return 0;
+  }
+  if (options.pattern != "pingpong") {
+    ::signal(SIGPIPE, SIG_IGN);
+    if (!SetLogLevel(options.log_level)) return 2;
+    return RunP2PPattern(options, **job);
   }
   if ((*job)->size() != 2) {
     if ((*job)->rank() == 0) {

@@ -29,6 +29,12 @@ struct P2POptions {
   std::string backend = "gloo";
   // A smoke run: 3 sizes, 1 repetition, a few iterations.
   bool quick = false;
+  // Message sizes in bytes (rounded down to whole float32, at least one); empty: the default
+  // sweep (3^0 .. 3^11 floats, 1, 4, 16 MiB).
+  std::vector<int64_t> sizes;
+  // pingpong (the default: latency and one-way streams, 2 ranks), bidir (both ranks send at once,
+  // 2 ranks) or chain (rank 0 -> rank 1 -> rank 2, 3 ranks); see p2p_patterns.h.
+  std::string pattern = "pingpong";
   // Time one measurement (one variant, one size, latency or bandwidth) aims at.
   double target_s = 0.25;
   int min_iters = 20;

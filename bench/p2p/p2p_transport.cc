@@ -27,6 +27,34 @@ Status WorldTransport::RecvBatch(std::vector<Tensor>& bufs, int count, int peer,
   return WaitAll();
 }
 
+Status WorldTransport::Exchange(const Tensor& t, std::vector<Tensor>& bufs, int count, int peer,
+                                uint32_t tag) {
+  works_.clear();
+  for (int i = 0; i < count; ++i) works_.push_back(manager_.Recv(world_, bufs[i], peer, tag));
+  for (int i = 0; i < count; ++i) works_.push_back(manager_.Send(world_, t, peer, tag));
+  return WaitAll();
+}
+
+Status WorldTransport::Forward(std::vector<Tensor>& bufs, int count, int from, int to,
+                               uint32_t tag) {
+  recv_works_.clear();
+  works_.clear();
+  for (int i = 0; i < count; ++i) recv_works_.push_back(manager_.Recv(world_, bufs[i], from, tag));
+  const Deadline d = Deadline::AfterMs(wait_timeout_ms_);
+  Status first;
+  for (int i = 0; i < count; ++i) {
+    Status st = recv_works_[i]->Wait(d);
+    if (!st.ok()) {
+      if (first.ok()) first = st;
+      continue;
+    }
+    if (first.ok()) works_.push_back(manager_.Send(world_, bufs[i], to, tag));
+  }
+  recv_works_.clear();
+  Status sends = WaitAll();
+  return first.ok() ? sends : first;
+}
+
 Status WorldTransport::WaitAll() {
   const Deadline d = Deadline::AfterMs(wait_timeout_ms_);
   Status first;

@@ -30,6 +30,14 @@ class P2PTransport {
   // Posts `count` sends of `t` (receives into bufs[0..count)) at once, then waits for all.
   virtual Status SendBatch(const Tensor& t, int count, int peer, uint32_t tag) = 0;
   virtual Status RecvBatch(std::vector<Tensor>& bufs, int count, int peer, uint32_t tag) = 0;
+  // Both directions at once: posts `count` receives from `peer` into bufs[0..count) and `count`
+  // sends of `t` to `peer`, then waits for all (the bidirectional variant).
+  virtual Status Exchange(const Tensor& t, std::vector<Tensor>& bufs, int count, int peer,
+                          uint32_t tag) = 0;
+  // A pipeline stage: posts `count` receives from `from` into bufs[0..count); as each completes
+  // (in order) sends that buffer on to `to`; then waits for the sends (the chain variant).
+  virtual Status Forward(std::vector<Tensor>& bufs, int count, int from, int to,
+                         uint32_t tag) = 0;
 };
 
 // Ops addressed by world name through WorldManager::Send/Recv (the API an application uses), so
@@ -43,6 +51,9 @@ class WorldTransport final : public P2PTransport {
   Status Recv(Tensor& t, int peer, uint32_t tag) override;
   Status SendBatch(const Tensor& t, int count, int peer, uint32_t tag) override;
   Status RecvBatch(std::vector<Tensor>& bufs, int count, int peer, uint32_t tag) override;
+  Status Exchange(const Tensor& t, std::vector<Tensor>& bufs, int count, int peer,
+                  uint32_t tag) override;
+  Status Forward(std::vector<Tensor>& bufs, int count, int from, int to, uint32_t tag) override;
 
  private:
   Status WaitAll();
@@ -50,6 +61,7 @@ class WorldTransport final : public P2PTransport {
   std::string world_;
   int64_t wait_timeout_ms_;
   std::vector<std::shared_ptr<Work>> works_;
+  std::vector<std::shared_ptr<Work>> recv_works_;
 };
 
 }  // namespace archi::bench
