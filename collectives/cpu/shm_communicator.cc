@@ -19,10 +19,8 @@
 #include <cstring>
 #include <deque>
 #include <fstream>
-#include <map>
 #include <mutex>
 #include <random>
-#include <set>
 #include <sstream>
 #include <thread>
 #include <unordered_map>
@@ -42,7 +40,7 @@ using std::chrono::microseconds;
 constexpr bool kShmDefaultOn = true;
 
 constexpr uint64_t kSegMagic = 0x31484d5349484352ull;  // "RCHISMH1"
-constexpr uint32_t kSegVersion = 1;
+constexpr uint32_t kSegVersion = 2;
 constexpr uint64_t kRingBytes = 2ull << 20;    // per direction
 constexpr uint64_t kEagerMax = 64ull << 10;    // inline payloads up to this size
 constexpr uint64_t kChunkBytes = 256ull << 10;  // streamed chunks (no CMA)
@@ -50,6 +48,7 @@ constexpr uint32_t kMaxTag = 1u << 20;
 constexpr int kMaxRecordsPerStep = 256;
 constexpr microseconds kWaitSpin{200};  // Work::Wait drives progress this long before sleeping
 constexpr microseconds kBgSpin{20};     // the progress thread spins this long after work
+constexpr int kSpinBeforeYield = 256;   // idle polls (~10 us) before a Wait starts to yield
 constexpr uint64_t kCmaProbeMagic = 0x45424f5250414d43ull;  // "CMAPROBE"
 alignas(8) const volatile uint64_t g_cma_probe = kCmaProbeMagic;
 
@@ -74,16 +73,19 @@ static_assert(sizeof(Rec) == 40);
 
 constexpr uint64_t Align8(uint64_t n) { return (n + 7) & ~uint64_t{7}; }
 
-// Per side of a segment: written by the other side to wake this one.
+// Per side of a segment: written by the other side to wake this one. Two cache lines: the first
+// changes rarely (the peer reads `closed` on every progress step and `sleeping` on every record it
+// writes), the second on every Work::Wait (read by the peer only while `sleeping` is set), so a
+// ping-pong does not bounce the first line between the cores.
 struct alignas(64) SideCtl {
   std::atomic<uint32_t> doorbell{0};  // futex word
   std::atomic<uint32_t> sleeping{0};  // the progress thread is (about to be) in FUTEX_WAIT
-  std::atomic<uint32_t> polling{0};   // Work::Wait callers driving progress right now
   std::atomic<uint32_t> closed{0};    // this side broke or was destroyed (like a closed socket)
+  int32_t pid = 0;
+  alignas(64) std::atomic<uint32_t> polling{0};  // Work::Wait callers driving progress right now
   // Steady-clock ns until which a thread that just finished a Work::Wait is expected to poll
   // again soon (ping-pong): the peer does not wake the progress thread before then.
   std::atomic<int64_t> linger_until_ns{0};
-  int32_t pid = 0;
 };
 
 struct alignas(64) RingCtl {
@@ -196,53 +198,96 @@ std::string ErrnoText(int e) { return std::strerror(e); }
 
 class ShmTransport;
 
-// The Work of a fast-path op: Wait drives the channel's progress while it spins.
+// One fast-path op and its Work, in one allocation (the op registry links it intrusively, so
+// issuing an op allocates nothing else). Wait drives the channel's progress while it spins.
+// Completion is lock-free: the completer publishes the status with a release store and takes the
+// mutex (to notify) only when a waiter announced that it sleeps on the condition variable.
 class ShmWork final : public Work {
  public:
-  ShmWork(std::weak_ptr<ShmTransport> t, int peer) : transport_(std::move(t)), peer_(peer) {}
-  bool IsCompleted() const override { return done_.load(std::memory_order_acquire); }
+  ShmWork(std::weak_ptr<ShmTransport> t, int peer_rank) : peer(peer_rank), transport_(std::move(t)) {}
+  bool IsCompleted() const override { return state_.load(std::memory_order_acquire) == kDone; }
   Status Wait(Deadline deadline) override;
+  // First call wins; later calls return false and change nothing.
   bool Complete(Status status) {
-    {
-      std::lock_guard lock(mu_);
-      if (done_.load(std::memory_order_relaxed)) return false;
-      status_ = std::move(status);
-      done_.store(true, std::memory_order_release);
+    int expected = kPending;
+    if (!state_.compare_exchange_strong(expected, kCompleting, std::memory_order_acq_rel)) {
+      return false;
     }
-    cv_.notify_all();
+    status_ = std::move(status);
+    state_.store(kDone, std::memory_order_seq_cst);
+    if (sleepers_.load(std::memory_order_seq_cst) != 0) {
+      { std::lock_guard lock(mu_); }
+      cv_.notify_all();
+    }
     return true;
   }
 
- private:
-  std::weak_ptr<ShmTransport> transport_;
-  const int peer_;
-  std::atomic<bool> done_{false};
-  mutable std::mutex mu_;
-  std::condition_variable cv_;
-  Status status_;
-};
-
-struct ShmOp {
+  // The op (set before it is published to the transport; afterwards guarded by the transport's
+  // mu_ or owned by the one progress runner that took it off a queue).
   bool is_send = false;
-  int peer = -1;
+  const int peer;
   uint32_t tag = 0;
   uint8_t dtype = 0;
+  bool deadline_hit = false;
+  bool linked = false;  // in the transport's pending list
   void* data = nullptr;
   uint64_t nbytes = 0;
   uint64_t seq = 0;
-  uint64_t id = 0;
   uint64_t offset = 0;  // bytes streamed (send) or pulled/received (recv)
   uint64_t remote_addr = 0;
   Deadline deadline = Deadline::Infinite();
   int64_t timeout_ms = 0;
-  bool deadline_hit = false;
-  std::shared_ptr<ShmWork> work;
+  ShmWork* prev = nullptr;  // pending list (transport's mu_)
+  ShmWork* next = nullptr;
+  std::shared_ptr<ShmWork> self;  // the list's reference while linked
   std::string what() const {
     return (is_send ? "send to rank " : "recv from rank ") + std::to_string(peer) + " tag " +
            std::to_string(tag);
   }
+
+ private:
+  static constexpr int kPending = 0, kCompleting = 1, kDone = 2;
+  std::weak_ptr<ShmTransport> transport_;
+  std::atomic<int> state_{kPending};
+  std::atomic<int> sleepers_{0};
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  Status status_;  // written once before state_ = kDone
 };
-using OpPtr = std::shared_ptr<ShmOp>;
+using OpPtr = std::shared_ptr<ShmWork>;
+
+// Sends awaiting their CTS or ACK, indexed by sequence number (assigned in order per channel, so
+// a deque with a base replaces a map: no allocation per message, O(1) lookup).
+class SeqWindow {
+ public:
+  void Put(uint64_t seq, OpPtr op) {
+    ARCHI_CHECK(seq == base_ + ops_.size());
+    ops_.push_back(std::move(op));
+  }
+  // The op with this sequence number, or null.
+  const OpPtr* Find(uint64_t seq) const {
+    if (seq < base_ || seq - base_ >= ops_.size()) return nullptr;
+    const OpPtr& p = ops_[seq - base_];
+    return p ? &p : nullptr;
+  }
+  void Erase(uint64_t seq) {
+    if (seq < base_ || seq - base_ >= ops_.size()) return;
+    ops_[seq - base_].reset();
+    while (!ops_.empty() && !ops_.front()) {
+      ops_.pop_front();
+      ++base_;
+    }
+  }
+  bool empty() const { return ops_.empty(); }  // the front entry is never null
+  void clear() {
+    base_ += ops_.size();
+    ops_.clear();
+  }
+
+ private:
+  uint64_t base_ = 0;
+  std::deque<OpPtr> ops_;
+};
 
 struct Unexpected {
   Rec rec;
@@ -273,17 +318,23 @@ struct Channel {
   uint64_t in_tail = 0;  // prog_mu
   // The rest: the transport's mu_.
   uint64_t out_head = 0;
+  uint64_t out_tail_seen = 0;  // the consumer's tail as last read (reloaded only when short of space)
   uint64_t next_seq = 0;
   std::deque<OutRec> outq;
-  std::map<uint64_t, OpPtr> wait_sends;  // by seq: sent, awaiting CTS or ACK
+  SeqWindow wait_sends;  // by seq: sent, awaiting CTS or ACK
   std::deque<OpPtr> stream_sends;        // CTS received: chunks to write, in order
   std::unordered_map<uint64_t, OpPtr> stream_recvs;  // by seq: CTS sent, chunks arriving
   std::deque<OpPtr> pulls;                           // CMA reads to do, in order
   // outq, stream_sends or pulls may be non-empty (set under mu_ on every push, cleared under mu_
   // by a progress step that found all three empty): lets an idle step skip the lock.
   std::atomic<bool> backlog{false};
+  // The progress thread sleeps with its long timeout (nobody polled when it went to sleep). A
+  // Wait that ends while this is set kicks it, so that records arriving during the Wait's linger
+  // (which do not ring the doorbell) are picked up within kLingerSleep, not the long timeout.
+  std::atomic<bool> long_sleep{false};
   std::unordered_map<uint32_t, std::deque<OpPtr>> posted;
   std::unordered_map<uint32_t, std::deque<Unexpected>> unexpected;
+  std::vector<std::vector<char>> spare_payloads;  // buffers of matched unexpected EAGERs, reused
   std::jthread thread;
 };
 
@@ -338,7 +389,7 @@ class ShmTransport : public std::enable_shared_from_this<ShmTransport> {
   void MatchLocked(Channel& c, const OpPtr& op, const Rec& r, const char* payload,
                    Completions* done, bool* peer_dirty, bool* local_dirty);
   void RegisterLocked(const OpPtr& op);
-  bool EraseLocked(const ShmOp& op);
+  bool EraseLocked(ShmWork& op);
   bool HasWork(Channel& c);
   void ProgressLoop(Channel& c, std::stop_token st);
   void WatchdogLoop(std::stop_token st);
@@ -356,27 +407,34 @@ class ShmTransport : public std::enable_shared_from_this<ShmTransport> {
   std::atomic<bool> broken_flag_{false};
   bool broken_ = false;  // mu_
   Status error_;         // mu_
-  uint64_t next_id_ = 1;
-  std::unordered_map<uint64_t, OpPtr> pending_;                                   // mu_
-  std::set<std::pair<Clock::time_point, uint64_t>> deadlines_;                    // mu_
+  // Every pending op, in issue order (intrusive: ShmWork::prev/next; each holds itself through
+  // ShmWork::self while linked). The watchdog scans it for the earliest deadline.
+  ShmWork* pending_head_ = nullptr;  // mu_
+  ShmWork* pending_tail_ = nullptr;  // mu_
   Clock::time_point watchdog_wake_at_ = Clock::time_point::min();  // mu_: its next wake-up
   std::jthread watchdog_;
   bool started_ = false;
 };
 
 Status ShmWork::Wait(Deadline deadline) {
-  if (!done_.load(std::memory_order_acquire)) {
+  if (!IsCompleted()) {
     if (auto t = transport_.lock()) {
       const auto until = std::min(Clock::now() + kWaitSpin, deadline.time_point());
-      t->Spin(peer_, *this, until);
+      t->Spin(peer, *this, until);
     }
   }
-  std::unique_lock lock(mu_);
-  if (deadline.infinite()) {
-    cv_.wait(lock, [&] { return done_.load(std::memory_order_relaxed); });
-  } else if (!cv_.wait_until(lock, deadline.time_point(),
-                             [&] { return done_.load(std::memory_order_relaxed); })) {
-    return DeadlineExceededError("Work::Wait: deadline passed, op still pending");
+  if (!IsCompleted()) {
+    std::unique_lock lock(mu_);
+    sleepers_.fetch_add(1, std::memory_order_seq_cst);
+    auto done = [&] { return state_.load(std::memory_order_seq_cst) == kDone; };
+    bool ok = true;
+    if (deadline.infinite()) {
+      cv_.wait(lock, done);
+    } else {
+      ok = cv_.wait_until(lock, deadline.time_point(), done);
+    }
+    sleepers_.fetch_sub(1, std::memory_order_relaxed);
+    if (!ok) return DeadlineExceededError("Work::Wait: deadline passed, op still pending");
   }
   return status_;
 }
@@ -543,11 +601,15 @@ void ShmTransport::Start(std::function<void(const Status&)> break_hook) {
 bool ShmTransport::TryWriteLocked(Channel& c, const Rec& r, const void* payload) {
   const uint64_t need = Align8(sizeof(Rec) + r.len);
   uint64_t head = c.out_head;
-  const uint64_t tail = c.out->tail.load(std::memory_order_acquire);
   const uint64_t pos = head % kRingBytes;
   const uint64_t rem = kRingBytes - pos;
   const uint64_t required = rem < need ? rem + need : need;
-  if (kRingBytes - (head - tail) < required) return false;
+  // The consumer's tail lives on a line it writes after every record: read it only when the last
+  // value seen leaves too little space (saves a cache-line transfer per message).
+  if (kRingBytes - (head - c.out_tail_seen) < required) {
+    c.out_tail_seen = c.out->tail.load(std::memory_order_acquire);
+    if (kRingBytes - (head - c.out_tail_seen) < required) return false;
+  }
   if (rem < need) {
     if (rem >= sizeof(Rec)) {
       Rec p;
@@ -579,10 +641,17 @@ void ShmTransport::QueueLocked(Channel& c, const Rec& r, const void* payload, bo
 // ---- ops ----------------------------------------------------------------------------------------
 
 void ShmTransport::RegisterLocked(const OpPtr& op) {
-  op->id = next_id_++;
-  pending_.emplace(op->id, op);
+  op->self = op;
+  op->linked = true;
+  op->prev = pending_tail_;
+  op->next = nullptr;
+  if (pending_tail_) {
+    pending_tail_->next = op.get();
+  } else {
+    pending_head_ = op.get();
+  }
+  pending_tail_ = op.get();
   if (!op->deadline.infinite()) {
-    deadlines_.emplace(op->deadline.time_point(), op->id);
     // Wake the watchdog only if it would sleep past this deadline (not once per op).
     if (op->deadline.time_point() < watchdog_wake_at_ && event_fd_ >= 0) {
       watchdog_wake_at_ = op->deadline.time_point();
@@ -592,11 +661,23 @@ void ShmTransport::RegisterLocked(const OpPtr& op) {
   }
 }
 
-bool ShmTransport::EraseLocked(const ShmOp& op) {
-  auto it = pending_.find(op.id);
-  if (it == pending_.end()) return false;
-  deadlines_.erase({op.deadline.time_point(), op.id});
-  pending_.erase(it);
+// Takes `op` off the pending list; false if it was not on it (completed or failed already). The
+// caller holds its own reference (the list's is dropped here).
+bool ShmTransport::EraseLocked(ShmWork& op) {
+  if (!op.linked) return false;
+  op.linked = false;
+  if (op.prev) {
+    op.prev->next = op.next;
+  } else {
+    pending_head_ = op.next;
+  }
+  if (op.next) {
+    op.next->prev = op.prev;
+  } else {
+    pending_tail_ = op.prev;
+  }
+  op.prev = op.next = nullptr;
+  op.self.reset();
   return true;
 }
 
@@ -637,15 +718,13 @@ std::shared_ptr<Work> ShmTransport::Send(const Tensor& t, int dst, uint32_t tag,
   }
   if (Status s = CheckCpuTensor(t, "send"); !s.ok()) return CompletedWork(s);
   Channel& c = *channels_[dst];
-  auto op = std::make_shared<ShmOp>();
+  auto op = std::make_shared<ShmWork>(weak_from_this(), dst);
   op->is_send = true;
-  op->peer = dst;
   op->tag = tag;
   op->dtype = static_cast<uint8_t>(t.dtype());
   op->data = t.data();
   op->nbytes = t.nbytes();
   op->deadline = OpDeadlineOf(opts, options_, &op->timeout_ms);
-  op->work = std::make_shared<ShmWork>(weak_from_this(), dst);
   Rec r;
   r.dtype = op->dtype;
   r.tag = tag;
@@ -665,12 +744,12 @@ std::shared_ptr<Work> ShmTransport::Send(const Tensor& t, int dst, uint32_t tag,
     if (broken_) return CompletedWork(AbortedError(std::string(error_.message())));
     op->seq = r.seq = c.next_seq++;
     RegisterLocked(op);
-    c.wait_sends.emplace(op->seq, op);
+    c.wait_sends.Put(op->seq, op);
     QueueLocked(c, r, payload, &peer_dirty, &local_dirty);
   }
   if (peer_dirty) Notify(c.them);
   if (local_dirty || c.them->closed.load(std::memory_order_acquire) != 0) Kick(c.me);
-  return op->work;
+  return op;
 }
 
 std::shared_ptr<Work> ShmTransport::Recv(Tensor& t, int src, uint32_t tag,
@@ -680,15 +759,13 @@ std::shared_ptr<Work> ShmTransport::Recv(Tensor& t, int src, uint32_t tag,
   }
   if (Status s = CheckCpuTensor(t, "recv"); !s.ok()) return CompletedWork(s);
   Channel& c = *channels_[src];
-  auto op = std::make_shared<ShmOp>();
-  op->peer = src;
+  auto op = std::make_shared<ShmWork>(weak_from_this(), src);
   op->tag = tag;
   op->dtype = static_cast<uint8_t>(t.dtype());
   op->data = t.data();
   op->nbytes = t.nbytes();
   op->deadline = OpDeadlineOf(opts, options_, &op->timeout_ms);
-  op->work = std::make_shared<ShmWork>(weak_from_this(), src);
-  Completions done;
+  thread_local Completions done;  // keeps its capacity: no allocation per receive
   bool peer_dirty = false, local_dirty = false;
   {
     std::lock_guard lock(mu_);
@@ -699,6 +776,9 @@ std::shared_ptr<Work> ShmTransport::Recv(Tensor& t, int src, uint32_t tag,
       Unexpected u = std::move(it->second.front());
       it->second.pop_front();  // the (empty) deque stays: no allocation per message
       MatchLocked(c, op, u.rec, u.payload.data(), &done, &peer_dirty, &local_dirty);
+      if (u.payload.capacity() != 0 && c.spare_payloads.size() < 64) {
+        c.spare_payloads.push_back(std::move(u.payload));
+      }
     } else {
       c.posted[tag].push_back(op);
     }
@@ -706,7 +786,7 @@ std::shared_ptr<Work> ShmTransport::Recv(Tensor& t, int src, uint32_t tag,
   RunCompletions(done);
   if (peer_dirty) Notify(c.them);
   if (local_dirty || c.them->closed.load(std::memory_order_acquire) != 0) Kick(c.me);
-  return op->work;
+  return op;
 }
 
 // A receive meets its message's announcement (EAGER with the payload, or RTS).
@@ -724,7 +804,7 @@ void ShmTransport::MatchLocked(Channel& c, const OpPtr& op, const Rec& r, const 
     ack.status = kAckMismatch;
     QueueLocked(c, ack, nullptr, peer_dirty, local_dirty);
     if (EraseLocked(*op)) {
-      done->emplace_back(op->work, InvalidArgumentError(MismatchText(false, c.peer, r, op->nbytes,
+      done->emplace_back(op, InvalidArgumentError(MismatchText(false, c.peer, r, op->nbytes,
                                                                      op->dtype)));
     }
     return;
@@ -733,7 +813,7 @@ void ShmTransport::MatchLocked(Channel& c, const OpPtr& op, const Rec& r, const 
     if (r.len > 0) std::memcpy(op->data, payload, r.len);
     ack.status = kAckOk;
     QueueLocked(c, ack, nullptr, peer_dirty, local_dirty);
-    if (EraseLocked(*op)) done->emplace_back(op->work, Status());
+    if (EraseLocked(*op)) done->emplace_back(op, Status());
     return;
   }
   op->seq = r.seq;
@@ -796,7 +876,13 @@ Status ShmTransport::Step(Channel& c, bool* worked, Completions* done) {
         } else {
           Unexpected u;
           u.rec = r;
-          if (r.kind == kEager && r.len > 0) u.payload.assign(payload, payload + r.len);
+          if (r.kind == kEager && r.len > 0) {
+            if (!c.spare_payloads.empty()) {
+              u.payload = std::move(c.spare_payloads.back());
+              c.spare_payloads.pop_back();
+            }
+            u.payload.assign(payload, payload + r.len);
+          }
           c.unexpected[r.tag].push_back(std::move(u));
         }
         break;
@@ -804,11 +890,11 @@ Status ShmTransport::Step(Channel& c, bool* worked, Completions* done) {
       case kCts: {
         std::lock_guard lock(mu_);
         if (broken_) return Status();
-        auto it = c.wait_sends.find(r.seq);
-        if (it == c.wait_sends.end()) return AbortedError(who() + "protocol error (unknown CTS)");
-        c.stream_sends.push_back(it->second);
+        const OpPtr* it = c.wait_sends.Find(r.seq);
+        if (it == nullptr) return AbortedError(who() + "protocol error (unknown CTS)");
+        c.stream_sends.push_back(*it);
         c.backlog.store(true, std::memory_order_release);
-        c.wait_sends.erase(it);
+        c.wait_sends.Erase(r.seq);
         break;
       }
       case kChunk: {
@@ -828,21 +914,21 @@ Status ShmTransport::Step(Channel& c, bool* worked, Completions* done) {
           std::lock_guard lock(mu_);
           if (broken_) return Status();
           c.stream_recvs.erase(r.seq);
-          if (EraseLocked(*op)) done->emplace_back(op->work, Status());
+          if (EraseLocked(*op)) done->emplace_back(op, Status());
         }
         break;
       }
       case kAck: {
         std::lock_guard lock(mu_);
         if (broken_) return Status();
-        auto it = c.wait_sends.find(r.seq);
-        if (it == c.wait_sends.end()) {
+        const OpPtr* it = c.wait_sends.Find(r.seq);
+        if (it == nullptr) {
           return AbortedError(who() + "protocol error (unknown acknowledgement)");
         }
-        OpPtr op = it->second;
-        c.wait_sends.erase(it);
+        OpPtr op = *it;
+        c.wait_sends.Erase(r.seq);
         if (EraseLocked(*op)) {
-          done->emplace_back(op->work,
+          done->emplace_back(op,
                              r.status == kAckOk
                                  ? Status()
                                  : InvalidArgumentError(MismatchText(true, c.peer, r, op->nbytes,
@@ -914,7 +1000,7 @@ Status ShmTransport::Step(Channel& c, bool* worked, Completions* done) {
     ack.recv_dtype = pull->dtype;
     ack.aux = pull->nbytes;
     QueueLocked(c, ack, nullptr, &peer_dirty, &local_dirty);
-    if (EraseLocked(*pull)) done->emplace_back(pull->work, Status());
+    if (EraseLocked(*pull)) done->emplace_back(pull, Status());
   }
 
   // 3. Outgoing: queued records, then chunks of streamed sends.
@@ -938,7 +1024,7 @@ Status ShmTransport::Step(Channel& c, bool* worked, Completions* done) {
       op->offset += r.len;
       if (op->offset == op->nbytes) {
         c.stream_sends.pop_front();
-        if (EraseLocked(*op)) done->emplace_back(op->work, Status());
+        if (EraseLocked(*op)) done->emplace_back(op, Status());
       }
     }
     if (c.outq.empty() && c.stream_sends.empty() && c.pulls.empty()) {
@@ -970,7 +1056,7 @@ void ShmTransport::Spin(int peer, const ShmWork& work, Clock::time_point until) 
   if (!Has(peer) || broken_flag_.load(std::memory_order_acquire)) return;
   Channel& c = *channels_[peer];
   c.me->polling.fetch_add(1, std::memory_order_seq_cst);
-  Completions done;
+  thread_local Completions done;  // keeps its capacity across waits
   Status failure;
   int idle = 0;
   while (!work.IsCompleted() && !broken_flag_.load(std::memory_order_acquire)) {
@@ -980,14 +1066,28 @@ void ShmTransport::Spin(int peer, const ShmWork& work, Clock::time_point until) 
       c.prog_mu.unlock();
       RunCompletions(done);
       if (!failure.ok()) break;
+    } else {
+      // The progress thread is copying (it may share our core): let it run instead of spinning
+      // against it for a whole scheduler slice.
+      std::this_thread::yield();
+      continue;
     }
     if (!worked) {
-      CpuRelax();
-      if ((++idle & 63) == 0 && Clock::now() >= until) break;
+      // Spin; after ~kSpinBeforeYield idle rounds give the core away now and then (a no-op when
+      // nothing else is runnable): with more busy ranks than cores, or our progress thread
+      // runnable on this core, a pure spin would hold the core for a scheduler slice while the
+      // peer waits for it. A prompt answer (ping-pong) never pays for the system call.
+      if (++idle > kSpinBeforeYield && (idle & 15) == 0) {
+        std::this_thread::yield();
+        if ((idle & 63) == 0 && Clock::now() >= until) break;
+      } else {
+        CpuRelax();
+      }
     }
   }
   c.me->linger_until_ns.store(MonoNs() + std::chrono::nanoseconds(kLinger).count(),
-                              std::memory_order_relaxed);
+                              std::memory_order_seq_cst);
+  if (c.long_sleep.load(std::memory_order_seq_cst)) Kick(c.me);
   c.me->polling.fetch_sub(1, std::memory_order_seq_cst);
   if (!failure.ok()) {
     Break(failure);
@@ -1044,11 +1144,17 @@ void ShmTransport::ProgressLoop(Channel& c, std::stop_token st) {
     }
     const uint32_t db = c.me->doorbell.load(std::memory_order_seq_cst);
     c.me->sleeping.store(1, std::memory_order_seq_cst);
+    c.long_sleep.store(!polled, std::memory_order_seq_cst);
     std::atomic_thread_fence(std::memory_order_seq_cst);
+    // Re-read after announcing a long sleep: a Wait that ended in between (and saw no long sleep)
+    // set its linger first (seq_cst on both sides), so one of us sees the other.
+    const bool short_sleep = polled || c.me->polling.load(std::memory_order_seq_cst) != 0 ||
+                             MonoNs() < c.me->linger_until_ns.load(std::memory_order_seq_cst);
     if ((c.me->polling.load(std::memory_order_relaxed) != 0 || !HasWork(c)) &&
         !st.stop_requested()) {
-      FutexWait(&c.me->doorbell, db, polled ? kLingerSleep : microseconds(100'000));
+      FutexWait(&c.me->doorbell, db, short_sleep ? kLingerSleep : microseconds(100'000));
     }
+    c.long_sleep.store(false, std::memory_order_seq_cst);
     c.me->sleeping.store(0, std::memory_order_seq_cst);
     last_work = Clock::now();
   }
@@ -1067,9 +1173,14 @@ void ShmTransport::Break(Status reason, bool from_destructor) {
       reason = reason.WithContext(options_.label);
     }
     error_ = reason;
-    for (auto& [id, op] : pending_) to_complete.push_back(op);
-    pending_.clear();
-    deadlines_.clear();
+    for (ShmWork* op = pending_head_; op != nullptr;) {
+      ShmWork* next = op->next;
+      op->linked = false;
+      op->prev = op->next = nullptr;
+      to_complete.push_back(std::move(op->self));
+      op = next;
+    }
+    pending_head_ = pending_tail_ = nullptr;
     for (auto& c : channels_) {
       if (!c) continue;
       c->outq.clear();
@@ -1108,10 +1219,10 @@ void ShmTransport::Break(Status reason, bool from_destructor) {
   const std::string msg(reason.message());
   for (auto& op : to_complete) {
     if (op->deadline_hit) {
-      op->work->Complete(DeadlineExceededError(op->what() + " exceeded its op deadline of " +
+      op->Complete(DeadlineExceededError(op->what() + " exceeded its op deadline of " +
                                                std::to_string(op->timeout_ms) + " ms"));
     } else {
-      op->work->Complete(AbortedError(msg.empty() ? std::string("communicator broken") : msg));
+      op->Complete(AbortedError(msg.empty() ? std::string("communicator broken") : msg));
     }
   }
 }
@@ -1136,18 +1247,24 @@ void ShmTransport::WatchdogLoop(std::stop_token st) {
       std::lock_guard lock(mu_);
       watch_pids = !broken_;
       watchdog_wake_at_ = Clock::time_point::max();
-      if (!broken_ && !deadlines_.empty()) {
-        const auto [when, id] = *deadlines_.begin();
+      // The earliest deadline among the pending ops (a scan: the watchdog runs once per earliest
+      // deadline or eventfd wake-up, not once per op).
+      ShmWork* first = nullptr;
+      if (!broken_) {
+        for (ShmWork* op = pending_head_; op != nullptr; op = op->next) {
+          if (op->deadline.infinite()) continue;
+          if (first == nullptr || op->deadline.time_point() < first->deadline.time_point()) {
+            first = op;
+          }
+        }
+      }
+      if (first != nullptr) {
+        const auto when = first->deadline.time_point();
         const auto now = Clock::now();
         if (now >= when) {
-          auto it = pending_.find(id);
-          if (it == pending_.end()) {
-            deadlines_.erase(deadlines_.begin());
-            continue;
-          }
-          it->second->deadline_hit = true;
-          expired_what = it->second->what();
-          expired_ms = it->second->timeout_ms;
+          first->deadline_hit = true;
+          expired_what = first->what();
+          expired_ms = first->timeout_ms;
         } else {
           timeout_ms = static_cast<int>(std::min<int64_t>(
               std::chrono::ceil<std::chrono::milliseconds>(when - now).count(), 60'000));
