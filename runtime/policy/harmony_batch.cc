@@ -174,6 +174,21 @@ bool Cheaper(const UnitConfig& c, const UnitConfig& best) {
 }
 }  // namespace
 
+namespace {
+// One (size, batch) choice: kept in `best` if the SLO holds (timeout = SLO - max latency >= 0),
+// the batch is within the bound for that timeout, and it is cheaper per request.
+void Consider(UnitKind kind, double cores, int gpu_gb, int batch, double avg_s, double max_s,
+              double price_per_s, double rate_rps, double slo_s, const HarmonyPrices& prices,
+              UnitConfig& best) {
+  const double timeout = slo_s - max_s;
+  if (timeout < 0 || batch > MaxBatchForTimeout(rate_rps, timeout)) return;
+  const UnitConfig u{true,   kind,  cores,
+                     gpu_gb, batch, timeout,
+                     avg_s,  max_s, (avg_s * price_per_s + prices.per_invocation) / batch};
+  if (Cheaper(u, best)) best = u;
+}
+}  // namespace
+
 UnitConfig ProvisionCpu(const HarmonyModel& model, const HarmonyOptions& o, double rate_rps,
                         double slo_s) {
   UnitConfig best;
@@ -184,22 +199,10 @@ UnitConfig ProvisionCpu(const HarmonyModel& model, const HarmonyOptions& o, doub
   for (int b = 1; b <= max_b; ++b) {
     for (int k = 0; k <= steps; ++k) {
       const double c = o.cpu_cores_min + k * o.cpu_cores_step;
-      const double lmax = CpuMaxLatency(model.cpu, b, c);
-      const double timeout = slo_s - lmax;
-      if (timeout < 0 || b > MaxBatchForTimeout(rate_rps, timeout)) continue;
-      const double lavg = CpuAvgLatency(model.cpu, b, c);
       const double price =
           c * o.prices.cpu_per_core_s + CpuMemGb(model.cpu, b) * o.prices.mem_per_gb_s;
-      UnitConfig u{true,
-                   UnitKind::kCpu,
-                   c,
-                   0,
-                   b,
-                   timeout,
-                   lavg,
-                   lmax,
-                   (lavg * price + o.prices.per_invocation) / b};
-      if (Cheaper(u, best)) best = u;
+      Consider(UnitKind::kCpu, c, 0, b, CpuAvgLatency(model.cpu, b, c),
+               CpuMaxLatency(model.cpu, b, c), price, rate_rps, slo_s, o.prices, best);
     }
   }
   return best;
@@ -210,24 +213,12 @@ UnitConfig ProvisionGpu(const HarmonyModel& model, const HarmonyOptions& o, doub
   UnitConfig best;
   best.kind = UnitKind::kGpu;
   const int total = static_cast<int>(model.gpu.total_gb);
+  const double host_price = model.gpu.host_mem_mb / 1024.0 * o.prices.mem_per_gb_s;
   for (int b = 1; b <= o.gpu_max_batch; ++b) {
     for (int g = std::max(1, GpuMinMemGb(model.gpu, b)); g <= total; ++g) {
-      const double lmax = GpuMaxLatency(model.gpu, b, g);
-      const double timeout = slo_s - lmax;
-      if (timeout < 0 || b > MaxBatchForTimeout(rate_rps, timeout)) continue;
-      const double lavg = GpuAvgLatency(model.gpu, b, g);
-      const double price =
-          g * o.prices.gpu_per_gb_s + model.gpu.host_mem_mb / 1024.0 * o.prices.mem_per_gb_s;
-      UnitConfig u{true,
-                   UnitKind::kGpu,
-                   0,
-                   g,
-                   b,
-                   timeout,
-                   lavg,
-                   lmax,
-                   (lavg * price + o.prices.per_invocation) / b};
-      if (Cheaper(u, best)) best = u;
+      Consider(UnitKind::kGpu, 0, g, b, GpuAvgLatency(model.gpu, b, g),
+               GpuMaxLatency(model.gpu, b, g), g * o.prices.gpu_per_gb_s + host_price, rate_rps,
+               slo_s, o.prices, best);
     }
   }
   return best;

@@ -5,6 +5,8 @@
 #include <limits>
 #include <set>
 
+#include "runtime/policy/str_format.h"
+
 namespace archi::policy {
 
 std::string_view RoutingModeName(RoutingMode m) {
@@ -21,16 +23,6 @@ Status RoutingOptions::Validate() const {
   if (latency_slo_ms < 0) return InvalidArgumentError("routing: latency_slo_ms < 0");
   return Status::Ok();
 }
-
-namespace {
-
-std::string Fmt(const char* fmt, double a, double b) {
-  char buf[160];
-  std::snprintf(buf, sizeof(buf), fmt, a, b);
-  return buf;
-}
-
-}  // namespace
 
 RoutingDecision DecideRouting(const std::vector<DeploymentUnit>& units, double demand_rps,
                               TimeMs now_ms, const RoutingMemory& previous,
@@ -101,9 +93,10 @@ RoutingDecision DecideRouting(const std::vector<DeploymentUnit>& units, double d
   } else if (previous.mode == RoutingMode::kCost) {
     if (pressure >= o.enter_capacity_at) {
       mem.mode = RoutingMode::kCapacity;
-      d.reason = Fmt("cheap pool at %.2f >= %.2f: capacity mode", pressure, o.enter_capacity_at);
+      d.reason =
+          StrFormat("cheap pool at %.2f >= %.2f: capacity mode", pressure, o.enter_capacity_at);
     } else {
-      d.reason = Fmt("cheap pool at %.2f < %.2f: cost mode", pressure, o.enter_capacity_at);
+      d.reason = StrFormat("cheap pool at %.2f < %.2f: cost mode", pressure, o.enter_capacity_at);
     }
   } else if (pressure < o.leave_capacity_below) {
     mem.calm_since_ms = previous.calm_since_ms != kNoTime ? previous.calm_since_ms : now_ms;
@@ -111,15 +104,15 @@ RoutingDecision DecideRouting(const std::vector<DeploymentUnit>& units, double d
     if (calm_for >= o.leave_after_ms) {
       mem.mode = RoutingMode::kCost;
       mem.calm_since_ms = kNoTime;
-      d.reason = Fmt("cheap pool below %.2f for %.0f ms: cost mode", o.leave_capacity_below,
-                     static_cast<double>(calm_for));
+      d.reason = StrFormat("cheap pool below %.2f for %.0f ms: cost mode", o.leave_capacity_below,
+                           static_cast<double>(calm_for));
     } else {
-      d.reason = Fmt("cheap pool at %.2f < %.2f, waiting out the hysteresis", pressure,
-                     o.leave_capacity_below);
+      d.reason = StrFormat("cheap pool at %.2f < %.2f, waiting out the hysteresis", pressure,
+                           o.leave_capacity_below);
     }
   } else {
-    d.reason =
-        Fmt("cheap pool at %.2f >= %.2f: stay in capacity mode", pressure, o.leave_capacity_below);
+    d.reason = StrFormat("cheap pool at %.2f >= %.2f: stay in capacity mode", pressure,
+                         o.leave_capacity_below);
   }
   d.mode = mem.mode;
 

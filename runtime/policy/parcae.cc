@@ -2,12 +2,13 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstdarg>
 #include <cstdio>
 #include <limits>
 #include <string>
 #include <tuple>
 #include <unordered_set>
+
+#include "runtime/policy/str_format.h"
 
 namespace archi::policy {
 namespace {
@@ -47,16 +48,6 @@ void SamplePreempted(Rng& rng, int n, int count, std::vector<char>& mark, std::v
   }
   for (int i : out) mark[i] = 0;
   std::sort(out.begin(), out.end());
-}
-
-std::string Fmt(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
-std::string Fmt(const char* fmt, ...) {
-  char buf[256];
-  va_list ap;
-  va_start(ap, fmt);
-  std::vsnprintf(buf, sizeof(buf), fmt, ap);
-  va_end(ap);
-  return buf;
 }
 
 }  // namespace
@@ -400,9 +391,10 @@ Plan ParcaePolicy::Decide(const ClusterState& state, const ClusterMetrics& /*met
     plan.memory.values[std::string(kName) + "/best_dp"] = free.first.dp;
     if (free.first.pp != cur.pp && free.value > held.value * (1 + 1e-9)) {
       plan.unmet.push_back(Unmet{
-          -1, Fmt("re-partition to %d x %d would serve %.0f requests over the horizon vs %.0f at "
-                  "depth %d (needs a re-partition action)",
-                  free.first.dp, free.first.pp, free.value, held.value, cur.pp)});
+          -1,
+          StrFormat("re-partition to %d x %d would serve %.0f requests over the horizon vs %.0f at "
+                    "depth %d (needs a re-partition action)",
+                    free.first.dp, free.first.pp, free.value, held.value, cur.pp)});
     }
   }
 
@@ -450,9 +442,9 @@ Plan ParcaePolicy::Decide(const ClusterState& state, const ClusterMetrics& /*met
     return nullptr;
   };
 
-  const std::string why =
-      Fmt("liveput plan %d x %d (now %d x %d, %d workers, horizon %d x %lld s)", target, cur.pp,
-          cur.dp, cur.pp, n0, o.horizon, static_cast<long long>(o.interval_ms / 1000));
+  const std::string why = StrFormat(
+      "liveput plan %d x %d (now %d x %d, %d workers, horizon %d x %lld s)", target, cur.pp, cur.dp,
+      cur.pp, n0, o.horizon, static_cast<long long>(o.interval_ms / 1000));
   for (const Stage& stage : state.stages) {
     std::vector<const Replica*> active;
     for (const Replica& r : stage.replicas) {
@@ -464,7 +456,7 @@ Plan ParcaePolicy::Decide(const ClusterState& state, const ClusterMetrics& /*met
         plan.actions.push_back(Action{AddReplica{stage.index, w->id}, why});
       } else {
         plan.unmet.push_back(
-            Unmet{stage.index, Fmt("no idle worker: %d of %d replicas", i, target)});
+            Unmet{stage.index, StrFormat("no idle worker: %d of %d replicas", i, target)});
         break;
       }
     }

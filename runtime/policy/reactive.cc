@@ -1,7 +1,5 @@
 #include "runtime/policy/reactive.h"
 
-#include <cstdarg>
-#include <cstdio>
 #include <limits>
 #include <optional>
 #include <string>
@@ -10,18 +8,10 @@
 #include <unordered_set>
 #include <utility>
 
+#include "runtime/policy/str_format.h"
+
 namespace archi::policy {
 namespace {
-
-std::string Format(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
-std::string Format(const char* fmt, ...) {
-  char buf[256];
-  va_list ap;
-  va_start(ap, fmt);
-  std::vsnprintf(buf, sizeof(buf), fmt, ap);
-  va_end(ap);
-  return buf;
-}
 
 // Hands out idle workers for AddReplica, each at most once per decision. Preference: a worker on
 // a host that runs no replica (nor one added earlier in this decision), then the lowest
@@ -170,10 +160,10 @@ Plan ReactivePolicy::Decide(const ClusterState& state, const ClusterMetrics& met
       if (queue_per_replica > o.max_queue_per_replica) {
         over = true;
         over_why =
-            Format("queue %.1f per replica > %.1f", queue_per_replica, o.max_queue_per_replica);
+            StrFormat("queue %.1f per replica > %.1f", queue_per_replica, o.max_queue_per_replica);
       } else if (p99_budget > 0 && m->p99_ms > p99_budget) {
         over = true;
-        over_why = Format("p99 %.1f ms > %.1f ms", m->p99_ms, p99_budget);
+        over_why = StrFormat("p99 %.1f ms > %.1f ms", m->p99_ms, p99_budget);
       }
       under = !over && m->utilisation < o.scale_in_below;
       if (over) mem.over_since_ms = prev.over_since_ms != kNoTime ? prev.over_since_ms : now;
@@ -197,21 +187,22 @@ Plan ReactivePolicy::Decide(const ClusterState& state, const ClusterMetrics& met
     };
 
     if (active < bounds.min_replicas) {
-      add(Format("%d active < min_replicas %d", active, bounds.min_replicas));
+      add(StrFormat("%d active < min_replicas %d", active, bounds.min_replicas));
     } else if (active > bounds.max_replicas) {
-      drain(Format("%d active > max_replicas %d", active, bounds.max_replicas));
+      drain(StrFormat("%d active > max_replicas %d", active, bounds.max_replicas));
     } else if (over && now - mem.over_since_ms >= o.scale_out_after_ms && cooled && joining == 0) {
       const std::string why =
-          over_why + Format(" for %lld ms", static_cast<long long>(now - mem.over_since_ms));
+          over_why + StrFormat(" for %lld ms", static_cast<long long>(now - mem.over_since_ms));
       if (active >= bounds.max_replicas) {
-        plan.unmet.push_back(Unmet{idx, Format("at max_replicas %d: ", bounds.max_replicas) + why});
+        plan.unmet.push_back(
+            Unmet{idx, StrFormat("at max_replicas %d: ", bounds.max_replicas) + why});
       } else {
         add(why);
       }
     } else if (under && now - mem.under_since_ms >= o.scale_in_after_ms && cooled && joining == 0 &&
                active > bounds.min_replicas) {
-      drain(Format("utilisation %.2f < %.2f for %lld ms", m->utilisation, o.scale_in_below,
-                   static_cast<long long>(now - mem.under_since_ms)));
+      drain(StrFormat("utilisation %.2f < %.2f for %lld ms", m->utilisation, o.scale_in_below,
+                      static_cast<long long>(now - mem.under_since_ms)));
     }
 
     if (action) {
