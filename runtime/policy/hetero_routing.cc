@@ -137,6 +137,39 @@ RoutingDecision DecideRouting(const std::vector<DeploymentUnit>& units, double d
   return d;
 }
 
+std::vector<DeploymentUnit> UnitsFromWorkers(const std::vector<Worker>& workers,
+                                             double reference_rps,
+                                             const std::map<std::string, double>& latency_ms) {
+  struct Sum {
+    int n = 0;
+    double capacity = 0;
+    double price = 0;
+  };
+  std::vector<std::string> order;
+  std::map<std::string, Sum> sums;
+  for (const Worker& w : workers) {
+    const std::string kind = w.kind.empty() ? "default" : w.kind;
+    auto [it, fresh] = sums.try_emplace(kind);
+    if (fresh) order.push_back(kind);
+    ++it->second.n;
+    it->second.capacity += w.capacity;
+    it->second.price += w.price_per_hour;
+  }
+  std::vector<DeploymentUnit> out;
+  for (const std::string& kind : order) {
+    const Sum& s = sums[kind];
+    DeploymentUnit u;
+    u.name = kind;
+    u.hardware = kind;
+    u.instances = s.n;
+    u.max_rps = s.capacity / s.n * reference_rps;
+    u.cost_per_inference = u.max_rps > 0 ? s.price / s.n / 3600.0 / u.max_rps : 0;
+    if (auto it = latency_ms.find(kind); it != latency_ms.end()) u.latency_ms = it->second;
+    out.push_back(std::move(u));
+  }
+  return out;
+}
+
 void StoreRoutingMemory(const RoutingMemory& m, std::string_view prefix, PolicyMemory* out) {
   const std::string p(prefix);
   // Drop what an older decision stored under the prefix (units no longer serving).

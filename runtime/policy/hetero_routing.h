@@ -27,6 +27,7 @@
 // Pure functions; thread-safe.
 #pragma once
 
+#include <map>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -94,6 +95,15 @@ struct RoutingDecision {
 RoutingDecision DecideRouting(const std::vector<DeploymentUnit>& units, double demand_rps,
                               TimeMs now_ms, const RoutingMemory& previous,
                               const RoutingOptions& options);
+
+// Deployment units from workers (live: CPU workers of different thread counts and declared
+// prices): one unit per Worker::kind, in order of first appearance; instances = workers of that
+// kind; max_rps = their mean capacity x reference_rps (capacity 1.0 = the reference worker);
+// cost_per_inference = mean price_per_hour / 3600 / max_rps; latency_ms as given per kind
+// (0 when absent). Workers with an empty kind form the unit "default".
+std::vector<DeploymentUnit> UnitsFromWorkers(const std::vector<Worker>& workers,
+                                             double reference_rps,
+                                             const std::map<std::string, double>& latency_ms = {});
 
 // RoutingMemory inside PolicyMemory::values under "<prefix>/mode", "<prefix>/calm_since_ms",
 // "<prefix>/serving/<unit>", so a Policy that routes can keep it with the rest of its memory.

@@ -184,6 +184,27 @@ TEST(HeteroRouting, MemoryRoundTripsThroughPolicyMemory) {
   EXPECT_EQ(LoadRoutingMemory(pm, "route"), none);
 }
 
+TEST(HeteroRouting, UnitsFromCpuWorkers) {
+  // Two cpu-8 workers (capacity 2, $0.36/h) and one cpu-2 (capacity 0.5, $0.18/h); the reference
+  // worker serves 10 req/s. cpu-8: 2 instances x 20 req/s, 0.36 / 3600 / 20 = 5e-6 per inference;
+  // cpu-2: 1 x 5 req/s, 0.18 / 3600 / 5 = 1e-5. Cost mode at 10 req/s: all on cpu-8.
+  const std::vector<Worker> w = {Worker{"a", "h1", "cpu-8", 2.0, 0.36},
+                                 Worker{"b", "h2", "cpu-2", 0.5, 0.18},
+                                 Worker{"c", "h3", "cpu-8", 2.0, 0.36}};
+  const std::vector<DeploymentUnit> u = UnitsFromWorkers(w, 10, {{"cpu-2", 80}});
+  ASSERT_EQ(u.size(), 2u);
+  EXPECT_EQ(u[0].name, "cpu-8");
+  EXPECT_EQ(u[0].instances, 2);
+  EXPECT_DOUBLE_EQ(u[0].max_rps, 20);
+  EXPECT_NEAR(u[0].cost_per_inference, 5e-6, 1e-15);
+  EXPECT_DOUBLE_EQ(u[0].latency_ms, 0);
+  EXPECT_EQ(u[1].name, "cpu-2");
+  EXPECT_NEAR(u[1].cost_per_inference, 1e-5, 1e-15);
+  EXPECT_DOUBLE_EQ(u[1].latency_ms, 80);
+  const RoutingDecision d = DecideRouting(u, 10, 0, {}, {});
+  EXPECT_DOUBLE_EQ(WeightOf(d, "cpu-8"), 1.0);
+}
+
 TEST(HeteroRouting, OptionsValidate) {
   EXPECT_TRUE(RoutingOptions{}.Validate().ok());
   RoutingOptions o;
