@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
-# The main demo (`make demo`): pipeline-parallel serving with real processes. One archi-frontend
-# and archi-worker processes for a 3-stage pipeline of the real model (all-MiniLM-L6-v2; a
-# generated model when scripts/fetch_model.sh could not fetch it), 2 replicas of the middle stage.
-# Under steady load, one middle replica is killed with SIGKILL at T/3 and a new one is started at
-# 2T/3; throughput is printed every 500 ms, then p50/p99 and the requests lost, which must be 0
-# (the exit status is non-zero otherwise). The driver is `archi-bench pipeline --scenario demo`
-# (bench/pipeline/, on bench/harness/).
+# The main demo (`make demo`): a pipeline planned and repaired by its coordinator, with real
+# processes. One archi-frontend (embedded coordinator) and five `archi-worker --coordinator`
+# processes serve a 3-stage pipeline of the real model (all-MiniLM-L6-v2; a generated model when
+# scripts/fetch_model.sh could not fetch it): the coordinator assigns 1-2-1 replicas and keeps one
+# worker idle. Under steady load a middle replica is killed with SIGKILL at T/3 (the coordinator
+# detects it and assigns the idle worker), a new worker joins at 2T/3 and `archi scale 1 3` grows
+# the middle stage. Throughput every 500 ms with the coordinator's events, then its event timeline,
+# the recovery steps, p50/p99 and the requests lost, which must be 0 (the exit status is non-zero
+# otherwise). The driver is `archi-bench pipeline --scenario demo` (bench/pipeline/, on
+# bench/harness/); `--scenario demo-static` is the earlier demo without a coordinator.
 # The earlier MultiWorld demo (leader + workers under mpirun) is scripts/demo_worlds.sh.
 # Usage: bash scripts/demo.sh [BUILD_DIR]; ARCHI_DEMO_DURATION_S (default 12) sets T.
 set -euo pipefail
@@ -21,7 +24,7 @@ if [ ! -f "$MODEL/model.safetensors" ]; then
   model_args=(--gen-model)
 fi
 
-echo "== Archipelago demo: a 3-stage pipeline (1-2-1 workers), kill -9 a middle replica, add one, ${DURATION}s =="
+echo "== Archipelago demo: a coordinator plans a 3-stage pipeline, a replica is killed and repaired, the stage is scaled, ${DURATION}s =="
 "$BENCH" pipeline --scenario demo "${model_args[@]}" --duration-s "$DURATION" \
   --frontend-bin "$BUILD/runtime/frontend/archi-frontend" \
   --worker-bin "$BUILD/runtime/executor/archi-worker"

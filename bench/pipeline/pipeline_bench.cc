@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "bench/bench_util.h"
+#include "bench/harness/coordinated_cluster.h"
 #include "bench/harness/load_generator.h"
 #include "bench/harness/local_cluster.h"
 #include "runtime/core/deadline.h"
@@ -265,6 +266,8 @@ class PipelineBench {
 
   Status Sweep(std::string* md);
   Status Timeline(bool live, std::string* md, bool* lost_any);
+  // The coordinator's repair, live: see pipeline_bench.h ("demo").
+  Status CoordinatedDemo(bool* lost_any);
 
   bool processes_clean() const { return processes_clean_; }
 
@@ -732,11 +735,174 @@ Status PipelineBench::Timeline(bool live, std::string* md, bool* lost_any) {
   return Status::Ok();
 }
 
+
+// ---- demo: the coordinator plans and repairs ----
+
+int64_t UnixMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+std::string ClockMs(int64_t unix_ms) {
+  const time_t secs = static_cast<time_t>(unix_ms / 1000);
+  tm t{};
+  gmtime_r(&secs, &t);
+  return Fmt("%02d:%02d:%02d.%03d", t.tm_hour, t.tm_min, t.tm_sec,
+             static_cast<int>(unix_ms % 1000));
+}
+
+Status PipelineBench::CoordinatedDemo(bool* lost_any) {
+  const double T = o_.duration_s > 0 ? o_.duration_s : 12.0;
+  const int concurrency = o_.batch * 5;
+  ARCHI_ASSIGN_OR_RETURN(std::string plan,
+                         WritePlan(run_dir_, "demo", w_, 3, o_.batch, o_.deadline_ms));
+  harness::CoordinatedClusterOptions co;
+  co.frontend_bin = o_.frontend_bin;
+  co.worker_bin = o_.worker_bin;
+  co.plan_path = plan;
+  co.work_dir = run_dir_ + "/demo";
+  co.replicas = {1, 2, 1};
+  co.idle = 1;
+  co.token = "demo-token";
+  co.worker_threads = o_.worker_threads;
+  co.env = {{"ARCHI_LOG_LEVEL", o_.log_level}};
+  std::printf(
+      "[demo] archi-frontend (embedded coordinator) + 5 archi-worker --coordinator processes; the "
+      "coordinator assigns 1-2-1 replicas to the 3 stages and keeps one idle\n");
+  std::fflush(stdout);
+  const auto start_t = Clock::now();
+  ARCHI_ASSIGN_OR_RETURN(auto cluster, harness::CoordinatedCluster::Start(co));
+  ARCHI_ASSIGN_OR_RETURN(auto st0, cluster->GetStatus(Deadline::AfterMs(5000)));
+  std::string victim, layout;
+  for (const auto& w : st0.workers()) {
+    layout += Fmt("%s%s=%s", layout.empty() ? "" : " ", w.worker_id().c_str(),
+                  w.stage() >= 0 ? ("s" + std::to_string(w.stage())).c_str() : "idle");
+    if (victim.empty() && w.stage() == 1 && w.state() == "ready") victim = w.worker_id();
+  }
+  std::printf("[demo] planned in %.0f ms: %s (coordinator at %s)\n", MsSince(start_t),
+              layout.c_str(), cluster->frontend_address().c_str());
+  std::printf(
+      "[demo] closed-loop load, %d outstanding, %.1f s; kill -9 %s (stage 1) at %.1f s; at "
+      "%.1f s a new worker joins and stage 1 is scaled to 3 (archi scale 1 3)\n",
+      concurrency, T, victim.c_str(), T / 3, 2 * T / 3);
+  std::fflush(stdout);
+  const int64_t t_start_unix = UnixMs();
+
+  LoadOptions l = BaseLoad(cluster->frontend_address(), w_, o_);
+  l.concurrency = concurrency;
+  {
+    LoadOptions warm = l;
+    warm.duration_s = 2.0;
+    ARCHI_ASSIGN_OR_RETURN(auto g, LoadGenerator::Create(warm));
+    ARCHI_ASSIGN_OR_RETURN(LoadReport wr, g->Run());
+    std::printf("[demo] warm-up %.1f s: %s\n", warm.duration_s, wr.summary.ToString().c_str());
+  }
+  l.duration_s = T;
+  ARCHI_ASSIGN_OR_RETURN(auto gen, LoadGenerator::Create(l));
+  ARCHI_RETURN_IF_ERROR(gen->Start());
+  const auto t0 = gen->start_time();
+  auto elapsed_ms = [&] { return MsSince(t0); };
+  double kill_ms = -1, scale_ms = -1, next_print = 500;
+  int64_t last_ok = 0, kill_unix = 0;
+  std::string events;
+  int64_t seen_events_until = UnixMs();
+  while (elapsed_ms() < T * 1000.0) {
+    std::this_thread::sleep_for(Millis(50));
+    if (kill_ms < 0 && elapsed_ms() >= T * 1000.0 / 3) {
+      ARCHI_RETURN_IF_ERROR(cluster->Kill(victim, SIGKILL));
+      kill_ms = elapsed_ms();
+      kill_unix = UnixMs();
+      events += "  << kill -9 " + victim;
+    }
+    if (scale_ms < 0 && elapsed_ms() >= 2 * T * 1000.0 / 3) {
+      ARCHI_ASSIGN_OR_RETURN(std::string id, cluster->SpawnWorker());
+      // archi scale 1 3, as the CLI does it.
+      harness::Process* p = nullptr;
+      std::string cli = o_.frontend_bin;
+      cli = cli.substr(0, cli.rfind("/runtime/frontend/")) + "/runtime/coordinator/archi";
+      ARCHI_ASSIGN_OR_RETURN(
+          auto proc, harness::Process::Spawn({.binary = cli,
+                                              .args = {"--coordinator", cluster->frontend_address(),
+                                                       "--token", "demo-token", "scale", "1", "3"},
+                                              .log_path = run_dir_ + "/demo/archi-scale.log"}));
+      p = proc.get();
+      ARCHI_ASSIGN_OR_RETURN(harness::ExitInfo e, p->WaitExit(Deadline::AfterMs(10'000)));
+      if (!e.ok()) return UnavailableError("archi scale 1 3: " + e.ToString() + ": " + p->LogTail());
+      scale_ms = elapsed_ms();
+      events += "  << " + id + " started; archi scale 1 3";
+    }
+    // The coordinator's own events, as they happen.
+    if (auto ev = cluster->GetEvents(Deadline::AfterMs(200), seen_events_until + 1); ev.ok()) {
+      for (const auto& e : ev->events()) {
+        seen_events_until = std::max(seen_events_until, e.unix_ms());
+        if (e.kind() == "dead" || e.kind() == "assigned" || e.kind() == "ready" ||
+            e.kind() == "traffic_restored" || e.kind() == "worlds_removed") {
+          events += Fmt("  [coordinator: %s %s]", e.kind().c_str(), e.worker_id().c_str());
+        }
+      }
+    }
+    if (elapsed_ms() >= next_print) {
+      const auto p = gen->GetProgress();
+      std::printf("t=%5.1fs  %6.1f req/s  ok %6lld  errors %lld  outstanding %3lld%s\n",
+                  next_print / 1000.0, static_cast<double>(p.ok - last_ok) * 2.0,
+                  static_cast<long long>(p.ok), static_cast<long long>(p.errors),
+                  static_cast<long long>(p.outstanding), events.c_str());
+      std::fflush(stdout);
+      events.clear();
+      last_ok = p.ok;
+      next_print += 500;
+    }
+  }
+  gen->Stop();
+  ARCHI_ASSIGN_OR_RETURN(LoadReport rep,
+                         gen->Wait(Deadline::AfterMs(o_.deadline_ms + l.grace_ms + 10'000)));
+  ARCHI_ASSIGN_OR_RETURN(auto fin, cluster->GetStatus(Deadline::AfterMs(5000)));
+  ARCHI_ASSIGN_OR_RETURN(auto evs, cluster->GetEvents(Deadline::AfterMs(5000), t_start_unix));
+  cluster->Stop();
+
+  std::printf("\n== the coordinator's event timeline (UTC) ==\n");
+  for (const auto& e : evs.events()) {
+    if (e.kind() == "world_broken") continue;  // one per neighbour; summarised by worlds_removed
+    std::printf("%s  %-17s %-5s %-4s %s\n", ClockMs(e.unix_ms()).c_str(), e.kind().c_str(),
+                e.worker_id().empty() ? "-" : e.worker_id().c_str(),
+                e.stage() >= 0 ? ("s" + std::to_string(e.stage())).c_str() : "-",
+                e.detail().c_str());
+  }
+  std::printf("\n== recovery of %s ==\n", victim.c_str());
+  for (const auto& r : fin.recoveries()) {
+    if (r.worker_id() != victim) continue;
+    auto after = [&](int64_t t) {
+      return t == 0 ? std::string("not reached") : Fmt("+%lld ms", static_cast<long long>(t - r.detected_unix_ms()));
+    };
+    std::printf(
+        "kill -9 at %s; detected at %s (%lld ms after the kill: %s)\n"
+        "  replacement %s chosen %s, survivors' worlds to it removed %s, replacement ready %s, "
+        "its first micro-batch %s\n",
+        ClockMs(kill_unix).c_str(), ClockMs(r.detected_unix_ms()).c_str(),
+        static_cast<long long>(r.detected_unix_ms() - kill_unix), r.cause().c_str(),
+        r.replacement().c_str(), after(r.decided_unix_ms()).c_str(),
+        after(r.worlds_removed_unix_ms()).c_str(), after(r.replacement_ready_unix_ms()).c_str(),
+        after(r.traffic_restored_unix_ms()).c_str());
+  }
+  std::printf("stage 1 now: %d ready of target %d\n", fin.stages(1).ready_replicas(),
+              fin.stages(1).target_replicas());
+  const harness::LoadSummary& s = rep.summary;
+  std::printf("\nrequests: %lld sent, %lld ok, %lld LOST; p50 %.1f ms, p99 %.1f ms, %lld re-sent "
+              "after the kill\n",
+              static_cast<long long>(s.sent), static_cast<long long>(s.ok),
+              static_cast<long long>(s.lost), s.p50_ms, s.p99_ms,
+              static_cast<long long>(s.resent));
+  *lost_any = s.lost > 0 || s.ok != s.sent;
+  return Status::Ok();
+}
+
 }  // namespace
 
 int RunPipeline(PipelineOptions o) {
   ::signal(SIGPIPE, SIG_IGN);
-  const bool demo = o.scenario == "demo";
+  const bool coordinated_demo = o.scenario == "demo";
+  const bool demo = coordinated_demo || o.scenario == "demo-static";
   const bool sweep = o.scenario == "sweep" || o.scenario == "all";
   const bool timeline = o.scenario == "timeline" || o.scenario == "all";
   if (!demo && !sweep && !timeline) {
@@ -774,7 +940,9 @@ int RunPipeline(PipelineOptions o) {
   std::string md = "## archi-bench pipeline\n\n";
   md += Fmt("Generated by `%s` on %s.\n\n", JoinArgs(o.command).c_str(), NowUtc().c_str());
   bool lost_any = false;
-  if (demo) {
+  if (coordinated_demo) {
+    if (Status s = bench.CoordinatedDemo(&lost_any); !s.ok()) return fail(s);
+  } else if (demo) {
     if (Status s = bench.Timeline(/*live=*/true, &md, &lost_any); !s.ok()) return fail(s);
   } else {
     if (sweep) {

@@ -12,8 +12,14 @@
 //   timeline  3 stages, 2 replicas of the middle one, steady closed-loop load for T seconds;
 //             kill -9 one middle replica at T/3, start a new one at 2T/3. Throughput per 100 ms
 //             (CSV + PNG), recovery time, requests lost.
-//   demo      the timeline scenario printing one line per 500 ms (make demo); exit 1 when a
-//             request was lost.
+//   demo      (make demo) the pipeline planned by its coordinator: 1-2-1 replicas and one idle
+//             worker; under steady load a stage-1 replica is killed with SIGKILL at T/3 (the
+//             coordinator detects it, the idle worker replaces it), a new worker joins at 2T/3
+//             and stage 1 is scaled to 3 with the `archi` CLI; one line per 500 ms with the
+//             coordinator's events, then its event timeline and the recovery steps; exit 1
+//             when a request was lost.
+//   demo-static  the timeline scenario printing one line per 500 ms (workers placed by hand,
+//             no coordinator).
 // Output (OUT): pipeline.md, pipeline_sweep.csv, pipeline_sweep.png, pipeline_timeline.csv,
 // pipeline_requests.csv, pipeline_timeline.png (+ the .gp scripts). Timings are reported, never
 // asserted; the process logs of a run stay in a temporary directory when something failed.
@@ -26,7 +32,7 @@ namespace archi::bench {
 
 struct PipelineOptions {
   std::string out_dir = "docs/bench";
-  std::string scenario = "all";    // sweep | timeline | all | demo
+  std::string scenario = "all";    // sweep | timeline | all | demo | demo-static
   std::string model_dir;           // empty: the real model if present, else a generated one
   bool gen_model = false;          // force a generated model (no tokenizer: token-id requests)
   double duration_s = 0;           // 0: per scenario (sweep 4 s per load, timeline/demo 15 s)

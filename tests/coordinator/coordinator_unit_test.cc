@@ -403,6 +403,67 @@ TEST_F(CoordinatorUnitTest, ScaleAndDrainMoveWorkersBetweenStagesAndPool) {
   EXPECT_EQ(s.stages(2).target_replicas(), 2);
 }
 
+TEST_F(CoordinatorUnitTest, EmptiedStageBorrowsAReplicaUntilAnIdleWorkerArrives) {
+  CoordinatorOptions o;
+  o.replicas = {1, 2, 0};
+  Start(o);
+  std::map<std::string, std::unique_ptr<FakeWorker>> ws;
+  for (const std::string id : {"a", "b", "c"}) {
+    pb::RegisterResponse r;
+    ASSERT_TRUE(Register(id, &r).ok());
+    ws[id] = Connect(id, r.epoch());
+    ASSERT_TRUE(ws[id]->Heartbeat("idle"));
+  }
+  std::map<int, std::vector<std::string>> at;
+  for (auto& [id, w] : ws) {
+    auto a = w->WaitAssignment(2000ms);
+    ASSERT_TRUE(a.has_value()) << id;
+    at[a->stage()].push_back(id);
+    ASSERT_TRUE(w->Heartbeat("ready", a->assignment_id()));
+  }
+  ASSERT_EQ(at[0].size(), 1u);
+  ASSERT_EQ(at[1].size(), 2u);
+  // Stage 0's only replica dies (its session closes): nobody is idle, so stage 1 lends one.
+  ws[at[0][0]].reset();
+  ASSERT_TRUE(WaitUntil(
+      [&] {
+        for (const auto& id : at[1]) {
+          if (ws[id]->Count(pb::CoordinatorMessage::kRelease) == 1) return true;
+        }
+        return false;
+      },
+      3000ms));
+  std::string moved;
+  for (const auto& id : at[1]) {
+    if (ws[id]->Count(pb::CoordinatorMessage::kRelease) == 1) moved = id;
+  }
+  ASSERT_TRUE(ws[moved]->Heartbeat("idle", 0));  // drained, back in the pool
+  ASSERT_TRUE(WaitUntil([&] { return ws[moved]->Count(pb::CoordinatorMessage::kAssign) == 2; },
+                        3000ms));
+  {
+    std::lock_guard lock(ws[moved]->mu);
+    const pb::CoordinatorMessage* last = nullptr;
+    for (const auto& m : ws[moved]->received) {
+      if (m.has_assign()) last = &m;
+    }
+    EXPECT_EQ(last->assign().stage(), 0);
+  }
+  auto s = Status();
+  EXPECT_EQ(s.stages(1).target_replicas(), 1);
+  ASSERT_EQ(s.recoveries_size(), 1);
+  EXPECT_EQ(s.recoveries(0).replacement(), "");  // re-planned, not replaced from the pool
+  EXPECT_GT(s.recoveries(0).decided_unix_ms(), 0);
+  // A new worker arrives: stage 1 gets its replica back.
+  pb::RegisterResponse r;
+  ASSERT_TRUE(Register("d", &r).ok());
+  auto d = Connect("d", r.epoch());
+  ASSERT_TRUE(d->Heartbeat("idle"));
+  auto a = d->WaitAssignment(2000ms);
+  ASSERT_TRUE(a.has_value());
+  EXPECT_EQ(a->stage(), 1);
+  EXPECT_EQ(Status().stages(1).target_replicas(), 2);
+}
+
 TEST_F(CoordinatorUnitTest, UnauthenticatedOrMalformedClientsChangeNothing) {
   CoordinatorOptions o;
   o.token = "s3cret";
