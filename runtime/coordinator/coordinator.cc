@@ -3,6 +3,7 @@
 #include <grpcpp/grpcpp.h>
 
 #include <algorithm>
+#include <atomic>
 #include <condition_variable>
 #include <deque>
 #include <map>
@@ -11,7 +12,10 @@
 #include <thread>
 
 #include "proto/coordinator.grpc.pb.h"
+#include "proto/coordinator_state.pb.h"
 #include "runtime/coordinator/auth.h"
+#include "runtime/coordinator/state_journal.h"
+#include "runtime/coordinator/wal.h"
 #include "runtime/core/logging.h"
 #include "runtime/core/params.h"
 #include "runtime/executor/node.h"
@@ -59,6 +63,8 @@ Status ValidateOptions(const CoordinatorOptions& o, const ex::PipelinePlan& plan
   }
   if (o.slo_p99_ms < 0) return InvalidArgumentError("slo_p99_ms must be >= 0");
   if (o.policy_interval_ms < 10) return InvalidArgumentError("policy interval must be >= 10 ms");
+  if (o.resume_grace_ms < 0) return InvalidArgumentError("resume_grace_ms must be >= 0");
+  if (o.snapshot_every < 1) return InvalidArgumentError("snapshot_every must be >= 1");
   return Status::Ok();
 }
 
@@ -132,6 +138,8 @@ struct WorkerEntry {
   std::shared_ptr<SessionState> session;
   std::string dead_reason;
   int64_t dead_ms = 0;
+  // Loaded from the state dir and not reconnected yet: not declared dead before this time.
+  int64_t unconfirmed_until_ms = 0;
 };
 
 struct Coordinator::Impl {
@@ -162,6 +170,25 @@ struct Coordinator::Impl {
   };
   std::vector<Gone> to_mark_gone;
   std::string frontend_incarnation;  // read from the registry by the control thread
+
+  // Durable state (options.state_dir; see Journal()). What the log last recorded, to append
+  // only changes; `wal` is null without a state dir.
+  struct Journaled {
+    uint64_t epoch = 0;
+    std::string state;
+    int stage = -1;
+    uint64_t assignment_id = 0;
+    bool release_sent = false, cordoned = false, had_traffic = false;
+    friend bool operator==(const Journaled&, const Journaled&) = default;
+  };
+  std::unique_ptr<WriteAheadLog> wal;
+  std::map<std::string, Journaled> journaled;
+  uint64_t journaled_epoch = 0, journaled_assignment = 0;
+  std::vector<int> journaled_target;
+  pb::PolicyState journaled_policy;
+  std::vector<std::string> journaled_recoveries;  // serialized
+  std::atomic<bool> wal_error_logged{false};  // (written outside mu by the control thread)
+  int64_t restore_hold_until_ms = 0;  // no policy decisions while restored workers reconnect
 
   std::unique_ptr<pb::Coordinator::CallbackService> worker_service;
   std::unique_ptr<pb::CoordinatorAdmin::CallbackService> admin_service;
@@ -221,17 +248,23 @@ struct Coordinator::Impl {
     w.had_traffic = false;
     w.processed_at_assign = 0;
     w.state_since_ms = UnixMillis();
+    SendAssignment(w);
+    Event("assigned", w.spec.worker_id(), stage, why);
+  }
+
+  // Sends w's current assignment on its session (again, when it resumed without it).
+  void SendAssignment(const WorkerEntry& w) {
+    if (!w.session) return;
     pb::CoordinatorMessage m;
     auto* a = m.mutable_assign();
     a->set_assignment_id(w.assignment_id);
     a->set_pipeline(plan.name);
-    a->set_stage(stage);
-    a->set_layer_begin(plan.stages[static_cast<size_t>(stage)].begin);
-    a->set_layer_end(plan.stages[static_cast<size_t>(stage)].end);
+    a->set_stage(w.stage);
+    a->set_layer_begin(plan.stages[static_cast<size_t>(w.stage)].begin);
+    a->set_layer_end(plan.stages[static_cast<size_t>(w.stage)].end);
     a->set_store_address(store_address);
-    for (auto& ws : WorldsOf(w.spec.worker_id(), w.epoch, stage)) *a->add_worlds() = ws;
-    if (w.session) w.session->Send(std::move(m));
-    Event("assigned", w.spec.worker_id(), stage, why);
+    for (auto& ws : WorldsOf(w.spec.worker_id(), w.epoch, w.stage)) *a->add_worlds() = ws;
+    w.session->Send(std::move(m));
   }
 
   void Release(WorkerEntry& w, const std::string& why) {
@@ -427,6 +460,12 @@ struct Coordinator::Impl {
 
   void PolicyTick(int64_t now) {
     if (!policy || now < next_policy_ms) return;
+    if (restore_hold_until_ms > now) {  // restored workers still reconnecting: no decisions yet
+      for (const auto& [id, w] : live) {
+        if (w.unconfirmed_until_ms > 0) return;
+      }
+      restore_hold_until_ms = 0;
+    }
     policy::ClusterState state;
     state.now_ms = now;
     state.memory = memory;
@@ -504,6 +543,8 @@ struct Coordinator::Impl {
 
   void ControlLoop(std::stop_token st) {
     int64_t last_frontend_read = 0;
+    uint64_t snapshot_lsn = 0;
+    std::string snapshot;
     while (!st.stop_requested()) {
       std::vector<Gone> gone;
       {
@@ -514,17 +555,40 @@ struct Coordinator::Impl {
         const int64_t now = UnixMillis();
         std::vector<std::string> timed_out;
         for (const auto& [id, w] : live) {
+          if (w.unconfirmed_until_ms > now) continue;  // restored: still within its grace
           if (now - w.last_hb_ms > options.heartbeat_timeout_ms) timed_out.push_back(id);
         }
         for (const auto& id : timed_out) {
-          DeclareDead(id, "no heartbeat for " + std::to_string(now - live[id].last_hb_ms) +
-                              " ms (timeout " + std::to_string(options.heartbeat_timeout_ms) +
-                              " ms)");
+          const WorkerEntry& w = live[id];
+          DeclareDead(id, w.unconfirmed_until_ms > 0
+                              ? "did not reconnect within " +
+                                    std::to_string(now - w.last_hb_ms) +
+                                    " ms of the coordinator's restart"
+                              : "no heartbeat for " + std::to_string(now - w.last_hb_ms) +
+                                    " ms (timeout " +
+                                    std::to_string(options.heartbeat_timeout_ms) + " ms)");
         }
         Reconcile();
         PolicyTick(now);
         UpdateRecoveries(now);
         gone.swap(to_mark_gone);
+        Journal();
+        if (wal && wal->records_since_snapshot() >= options.snapshot_every) {
+          if (auto lsn = wal->BeginSnapshot(); lsn.ok()) {
+            snapshot_lsn = *lsn;
+            snapshot = Capture().SerializeAsString();
+          }
+        }
+      }
+      if (wal) {  // the batched flush (every <= 20 ms) and the snapshot, outside mu
+        Status synced = wal->Sync();
+        if (!synced.ok()) WalError(synced);
+        if (snapshot_lsn > 0) {
+          Status written = wal->WriteSnapshot(snapshot_lsn, snapshot);
+          if (!written.ok()) WalError(written);
+          snapshot_lsn = 0;
+          snapshot.clear();
+        }
       }
       for (const auto& g : gone) {
         Status s = ex::SetMemberState(*store, plan.name, g.id, g.incarnation, "gone");
@@ -544,6 +608,225 @@ struct Coordinator::Impl {
         }
       }
     }
+  }
+
+  // ---- durable state (options.state_dir) ----
+  pb::DurableWorker ToDurable(const WorkerEntry& w) const {
+    pb::DurableWorker d;
+    *d.mutable_spec() = w.spec;
+    d.set_epoch(w.epoch);
+    d.set_state(w.state);
+    d.set_stage(w.stage);
+    d.set_assignment_id(w.assignment_id);
+    d.set_release_sent(w.release_sent);
+    d.set_cordoned(w.cordoned);
+    d.set_had_traffic(w.had_traffic);
+    d.set_registered_unix_ms(w.registered_ms);
+    d.set_state_since_unix_ms(w.state_since_ms);
+    d.set_dead_reason(w.dead_reason);
+    d.set_dead_unix_ms(w.dead_ms);
+    if (w.dead_ms != 0) d.set_last_heartbeat_unix_ms(w.last_hb_ms);
+    return d;
+  }
+  static WorkerEntry FromDurable(const pb::DurableWorker& d) {
+    WorkerEntry w;
+    w.spec = d.spec();
+    w.epoch = d.epoch();
+    w.state = d.state();
+    w.stage = d.stage();
+    w.assignment_id = d.assignment_id();
+    w.release_sent = d.release_sent();
+    w.cordoned = d.cordoned();
+    w.had_traffic = d.had_traffic();
+    w.registered_ms = d.registered_unix_ms();
+    w.state_since_ms = d.state_since_unix_ms();
+    w.dead_reason = d.dead_reason();
+    w.dead_ms = d.dead_unix_ms();
+    w.last_hb_ms = d.last_heartbeat_unix_ms();
+    return w;
+  }
+  static Journaled Summary(const WorkerEntry& w) {
+    return {w.epoch,        w.state,    w.stage,      w.assignment_id,
+            w.release_sent, w.cordoned, w.had_traffic};
+  }
+  pb::PolicyState PolicyProto() const {
+    return ToProto(policy ? std::string(policy->name()) : "none", options.slo_p99_ms, memory);
+  }
+  void WalError(const Status& s) {
+    if (wal_error_logged.exchange(true)) return;  // once per process
+    ARCHI_LOG_ERROR("coordinator: state log in {}: {} (changes may not survive a restart)",
+                    options.state_dir, s.ToString());
+  }
+  void Append(const pb::StateRecord& r) {
+    if (auto lsn = wal->Append(r.SerializeAsString()); !lsn.ok()) WalError(lsn.status());
+  }
+
+  // The whole durable state (mu held): the snapshot.
+  pb::CoordinatorState Capture() const {
+    pb::CoordinatorState s;
+    s.set_pipeline(plan.name);
+    s.set_num_stages(plan.num_stages());
+    s.mutable_counters()->set_next_epoch(next_epoch);
+    s.mutable_counters()->set_next_assignment(next_assignment);
+    for (int t : target) s.mutable_targets()->add_replicas(t);
+    *s.mutable_policy() = PolicyProto();
+    for (const auto& [id, w] : live) *s.add_live() = ToDurable(w);
+    for (const auto& w : dead) *s.add_dead() = ToDurable(w);
+    for (const auto& r : recoveries) *s.add_recoveries() = r;
+    return s;
+  }
+
+  // Appends a record for every durable change since the last call (mu held) and returns the
+  // last lsn (0 without a state dir). Called at the end of every locked section that may change
+  // durable state, so each change is in the log (written: it survives a kill -9) before the lock
+  // is released; fdatasync follows on the control thread within 20 ms, or before Register
+  // answers. Changes that only a heartbeat made are re-derived from the next heartbeat anyway.
+  // Cost: O(workers) comparisons of a few fields.
+  uint64_t Journal() {
+    if (!wal) return 0;
+    const int64_t now = UnixMillis();
+    for (auto it = journaled.begin(); it != journaled.end();) {  // the dead first
+      auto l = live.find(it->first);
+      if (l != live.end() && l->second.epoch == it->second.epoch) {
+        ++it;
+        continue;
+      }
+      pb::StateRecord r;
+      auto d = std::find_if(dead.rbegin(), dead.rend(), [&](const WorkerEntry& e) {
+        return e.spec.worker_id() == it->first && e.epoch == it->second.epoch;
+      });
+      if (d != dead.rend()) {
+        *r.mutable_dead() = ToDurable(*d);
+      } else {
+        r.mutable_dead()->mutable_spec()->set_worker_id(it->first);
+        r.mutable_dead()->set_epoch(it->second.epoch);
+        r.mutable_dead()->set_state("dead");
+        r.mutable_dead()->set_stage(-1);
+        r.mutable_dead()->set_dead_unix_ms(now);
+      }
+      Append(r);
+      it = journaled.erase(it);
+    }
+    for (const auto& [id, w] : live) {
+      const Journaled j = Summary(w);
+      auto it = journaled.find(id);
+      if (it != journaled.end() && it->second == j) continue;
+      pb::StateRecord r;
+      *r.mutable_worker() = ToDurable(w);
+      Append(r);
+      journaled[id] = j;
+    }
+    if (next_epoch != journaled_epoch || next_assignment != journaled_assignment) {
+      pb::StateRecord r;
+      r.mutable_counters()->set_next_epoch(next_epoch);
+      r.mutable_counters()->set_next_assignment(next_assignment);
+      Append(r);
+      journaled_epoch = next_epoch;
+      journaled_assignment = next_assignment;
+    }
+    if (target != journaled_target) {
+      pb::StateRecord r;
+      for (int t : target) r.mutable_targets()->add_replicas(t);
+      Append(r);
+      journaled_target = target;
+    }
+    const std::string policy_name = policy ? std::string(policy->name()) : "none";
+    if (policy_name != journaled_policy.name() ||
+        options.slo_p99_ms != journaled_policy.slo_p99_ms() ||
+        memory != FromProto(journaled_policy)) {
+      pb::StateRecord r;
+      *r.mutable_policy() = PolicyProto();
+      Append(r);
+      journaled_policy = r.policy();
+    }
+    for (size_t i = 0; i < recoveries.size(); ++i) {
+      std::string bytes = recoveries[i].SerializeAsString();
+      if (i < journaled_recoveries.size() && journaled_recoveries[i] == bytes) continue;
+      pb::StateRecord r;
+      r.mutable_recovery()->set_index(static_cast<uint32_t>(i));
+      *r.mutable_recovery()->mutable_recovery() = recoveries[i];
+      Append(r);
+      if (i < journaled_recoveries.size()) {
+        journaled_recoveries[i] = std::move(bytes);
+      } else {
+        journaled_recoveries.push_back(std::move(bytes));
+      }
+    }
+    return wal->last_lsn();
+  }
+
+  // What the log holds is the current state (after loading it, or a snapshot of it).
+  void MarkJournaled() {
+    journaled.clear();
+    for (const auto& [id, w] : live) journaled[id] = Summary(w);
+    journaled_epoch = next_epoch;
+    journaled_assignment = next_assignment;
+    journaled_target = target;
+    journaled_policy = PolicyProto();
+    journaled_recoveries.clear();
+    for (const auto& r : recoveries) journaled_recoveries.push_back(r.SerializeAsString());
+  }
+
+  // Opens the state dir (before any RPC or the control thread): loads snapshot + log, restores
+  // workers as alive but unconfirmed, and writes a fresh snapshot (compacting the log).
+  Status OpenState() {
+    WalContents c;
+    auto opened = WriteAheadLog::Open(options.state_dir, &c);
+    if (!opened.ok()) {
+      return Status(opened.status().code(),
+                    "coordinator state in " + options.state_dir + ": " +
+                        std::string(opened.status().message()));
+    }
+    wal = std::move(*opened);
+    if (!c.torn.empty()) {
+      ARCHI_LOG_WARN("coordinator: dropped a torn last record of the state log ({})", c.torn);
+    }
+    bool found = false;
+    auto st = RebuildState(c, plan.name, plan.num_stages(), options.max_dead, &found);
+    if (!st.ok()) {
+      return Status(st.status().code(), "coordinator state in " + options.state_dir + ": " +
+                                            std::string(st.status().message()));
+    }
+    const int64_t now = UnixMillis();
+    std::lock_guard lock(mu);
+    if (found) {
+      // Counters skip ahead: an id handed out after the last fdatasync (a machine crash) is
+      // never handed out twice. Epochs also stay above the clock-based start.
+      constexpr uint64_t kGap = 1024;
+      next_epoch = std::max(next_epoch, st->counters().next_epoch() + kGap);
+      next_assignment = std::max(next_assignment, st->counters().next_assignment() + kGap);
+      if (st->targets().replicas_size() == plan.num_stages()) {
+        target.assign(st->targets().replicas().begin(), st->targets().replicas().end());
+      }
+      if (!st->policy().name().empty()) {
+        if (st->policy().name() == "reactive") {
+          policy = std::make_unique<policy::ReactivePolicy>(policy::ReactiveOptions{});
+        } else {
+          policy.reset();
+        }
+        options.slo_p99_ms = st->policy().slo_p99_ms();
+        memory = FromProto(st->policy());
+      }
+      const int grace = options.resume_grace_ms > 0 ? options.resume_grace_ms
+                                                    : 3 * options.heartbeat_timeout_ms;
+      for (const auto& d : st->live()) {
+        WorkerEntry w = FromDurable(d);
+        w.last_hb_ms = now;
+        w.unconfirmed_until_ms = now + grace;
+        live[w.spec.worker_id()] = std::move(w);
+      }
+      for (const auto& d : st->dead()) dead.push_back(FromDurable(d));
+      recoveries.assign(st->recoveries().begin(), st->recoveries().end());
+      restore_hold_until_ms = live.empty() ? 0 : now + grace;
+      Event("restored", "", -1,
+            std::to_string(live.size()) + " workers to reconnect within " +
+                std::to_string(grace) + " ms, " + std::to_string(recoveries.size()) +
+                " recoveries, from " + options.state_dir + " (lsn " +
+                std::to_string(c.last_lsn) + ")");
+    }
+    MarkJournaled();
+    ARCHI_ASSIGN_OR_RETURN(uint64_t lsn, wal->BeginSnapshot());
+    return wal->WriteSnapshot(lsn, Capture().SerializeAsString());
   }
 
   // ---- RPCs ----
@@ -585,7 +868,7 @@ grpc::Status Coordinator::Impl::Register(grpc::CallbackServerContext* ctx,
     return Grpc(grpc::StatusCode::INVALID_ARGUMENT,
                 "capacity must be in [0, 1e6] and price_per_hour in [0, 1e9]");
   }
-  std::lock_guard lock(mu);
+  std::unique_lock lock(mu);
   if (stopping) return Grpc(grpc::StatusCode::UNAVAILABLE, "coordinator is shutting down");
   const int64_t now = UnixMillis();
   auto it = live.find(req.worker_id());
@@ -625,6 +908,15 @@ grpc::Status Coordinator::Impl::Register(grpc::CallbackServerContext* ctx,
   resp->set_store_address(store_address);
   resp->set_heartbeat_interval_ms(options.heartbeat_interval_ms);
   resp->set_heartbeat_timeout_ms(options.heartbeat_timeout_ms);
+  // The new epoch is durable before the worker hears of it: no restart hands it out again.
+  const uint64_t lsn = Journal();
+  lock.unlock();
+  if (wal) {
+    if (Status synced = wal->SyncTo(lsn); !synced.ok()) {
+      return Grpc(grpc::StatusCode::UNAVAILABLE,
+                  "coordinator cannot make its state durable: " + synced.ToString());
+    }
+  }
   return grpc::Status::OK;
 }
 
@@ -655,6 +947,18 @@ void Coordinator::Impl::OnMessage(const std::shared_ptr<SessionState>& session,
     w.session = session;
     *bound_id = m.worker_id();
     *bound_epoch = m.epoch();
+    if (w.unconfirmed_until_ms > 0) {
+      w.unconfirmed_until_ms = 0;
+      Event("reconnected", w.spec.worker_id(), w.stage,
+            "epoch " + std::to_string(w.epoch) + " resumed after the coordinator's restart");
+    }
+    // It does not hold the assignment it was given (the message went down with a broken session
+    // or a restarted coordinator): send it again.
+    const auto& first = m.heartbeat();
+    if (Assigned(w.state) && w.stage >= 0 && !w.release_sent &&
+        first.assignment_id() != w.assignment_id && first.state() != "failed") {
+      SendAssignment(w);
+    }
     // Re-send the assignment when the worker resumed without it (it reports its own below).
   } else if (*bound_id != m.worker_id() || *bound_epoch != m.epoch()) {
     *end = Grpc(grpc::StatusCode::INVALID_ARGUMENT, "worker id or epoch changed mid-session");
@@ -723,6 +1027,7 @@ void Coordinator::Impl::OnMessage(const std::shared_ptr<SessionState>& session,
       DeclareDead(b.peer_id(), "neighbour " + w.spec.worker_id() +
                                    " reported its world broken and its last heartbeat is " +
                                    std::to_string(now - p->second.last_hb_ms) + " ms old");
+      Journal();
     }
   }
 }
@@ -734,6 +1039,7 @@ void Coordinator::Impl::OnSessionEnd(const std::shared_ptr<SessionState>& sessio
   auto it = live.find(id);
   if (it == live.end() || it->second.epoch != epoch || it->second.session != session) return;
   DeclareDead(id, "session broken (connection closed)");
+  Journal();
 }
 
 class SessionReactor final
@@ -891,6 +1197,7 @@ grpc::Status Coordinator::Impl::Scale(const pb::ScaleRequest& req, pb::ScaleResp
         std::to_string(resp->previous()) + " -> " + std::to_string(req.replicas()) +
             " replicas (admin)");
   Reconcile();
+  Journal();
   return grpc::Status::OK;
 }
 
@@ -910,6 +1217,7 @@ grpc::Status Coordinator::Impl::Drain(const pb::DrainWorkerRequest& req,
   Event("cordoned", w.spec.worker_id(), w.stage, "admin drain: never assigned again");
   resp->set_state(w.state);
   Reconcile();  // a replacement, if one is idle
+  Journal();
   return grpc::Status::OK;
 }
 
@@ -932,6 +1240,7 @@ grpc::Status Coordinator::Impl::SetPolicy(const pb::SetPolicyRequest& req,
   memory = {};
   if (req.slo_p99_ms() > 0) options.slo_p99_ms = req.slo_p99_ms();
   Event("policy_set", "", -1, resp->previous() + " -> " + req.policy());
+  Journal();
   return grpc::Status::OK;
 }
 
@@ -961,6 +1270,13 @@ void Coordinator::Impl::Shutdown() {
   cv.notify_all();
   control.request_stop();
   if (control.joinable()) control.join();
+  if (wal) {
+    {
+      std::lock_guard lock(mu);
+      Journal();
+    }
+    if (Status s = wal->Sync(); !s.ok()) WalError(s);
+  }
 }
 
 Result<std::unique_ptr<Coordinator>> Coordinator::Create(CoordinatorOptions options,
@@ -986,6 +1302,7 @@ Result<std::unique_ptr<Coordinator>> Coordinator::Create(CoordinatorOptions opti
   if (options.token.empty()) {
     ARCHI_LOG_WARN("coordinator: no token: workers and admin clients are not authenticated");
   }
+  if (!options.state_dir.empty()) ARCHI_RETURN_IF_ERROR(impl->OpenState());
   impl->worker_service = std::make_unique<WorkerService>(impl.get());
   impl->admin_service = std::make_unique<AdminService>(impl.get());
   Impl* raw = impl.get();

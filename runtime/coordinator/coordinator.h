@@ -25,7 +25,9 @@
 // registers services() on its own gRPC server), or standalone (archi-coordinator).
 //
 // Threads: gRPC callback threads (never block: no store I/O under them) and one control thread
-// (timeouts, reconcile, policy, store writes). Every public method is thread-safe.
+// (timeouts, reconcile, policy, store writes, state-log flushes and snapshots). With a state dir,
+// Register waits for the fdatasync of the new epoch (group commit) before answering, outside the
+// coordinator's lock. Every public method is thread-safe.
 #pragma once
 
 #include <functional>
@@ -57,6 +59,16 @@ struct CoordinatorOptions {
   int64_t policy_interval_ms = 1000;
   size_t max_events = 10'000;  // oldest dropped beyond this
   size_t max_dead = 256;       // dead workers kept for status
+  // Durable state (runtime/coordinator/wal.h, state_journal.h): live workers (spec, epoch, state,
+  // stage, assignment, cordon), targets, epoch and assignment counters, policy and its memory,
+  // recoveries, kept as a write-ahead log + snapshots in this directory. A coordinator restarted
+  // on it treats every loaded worker as alive but unconfirmed for resume_grace_ms: one that
+  // reconnects resumes its epoch and assignment unchanged; the silent ones are then declared
+  // dead. The state's targets and policy win over `replicas` and `policy`. Empty: nothing
+  // survives a restart (every worker's resume is refused; they stop serving and register afresh).
+  std::string state_dir;
+  int resume_grace_ms = 0;          // 0: 3 heartbeat timeouts
+  uint64_t snapshot_every = 10'000;  // log records between snapshots
 };
 
 // Validates options against a plan (replica list length, ranges). kInvalidArgument naming it.

@@ -2,6 +2,7 @@
 //
 //   archi-coordinator --plan pipeline.yaml [--listen 127.0.0.1:0] [--store-listen 127.0.0.1:0]
 //                     [--replicas 1,2,1] [--token T] [--policy reactive] [--ready-file F]
+//                     [--state-dir DIR]
 //
 // Then: archi-frontend --plan pipeline.yaml --store <store> --no-coordinator, and workers with
 // archi-worker --coordinator <grpc>. (By default the frontend embeds the coordinator instead and
@@ -53,6 +54,9 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(10, 60'000))
       ->capture_default_str();
   app.add_option("--ready-file", ready_file, "write {grpc, store, pid, pipeline} JSON here");
+  app.add_option("--state-dir", o.state_dir,
+                 "keep the durable state (write-ahead log + snapshot) here; a restart on it resumes "
+                 "every worker (default: none, a restart forgets every worker)");
   CLI11_PARSE(app, argc, argv);
   o.token = co::TokenFromFlagOrEnv(token);
 

@@ -65,6 +65,9 @@ int main(int argc, char** argv) {
                  "coordinator: how often workers heartbeat")
       ->check(CLI::Range(10, 60'000))
       ->capture_default_str();
+  app.add_option("--state-dir", co.state_dir,
+                 "coordinator: keep its durable state (write-ahead log + snapshot) here; a restart "
+                 "on it resumes every worker (default: none)");
   CLI11_PARSE(app, argc, argv);
   o.coordinator = !no_coordinator;
   co.token = archi::coordinator::TokenFromFlagOrEnv(token);
