@@ -272,7 +272,7 @@ Status WriteOutputs(const Flags& f, const std::string& cmdline, const PerfModel&
   l.AddRow({"p99.9", Fmt("%.2f", r.p999_ms)});
   l.AddRow({"max", Fmt("%.2f", r.max_ms)});
   l.AddRow({"mean", Fmt("%.2f", r.mean_ms)});
-  md += l.ToString() + "\n(percentiles from a log histogram, within 0.5%)\n\n";
+  md += l.ToString() + "\n(percentiles from a log-linear histogram, within 0.4%)\n\n";
   bench::MarkdownTable c({"reconfiguration", "count"}, {false, true});
   for (const auto& [k, v] : r.reconfigs) c.AddRow({k, std::to_string(v)});
   c.AddRow({"repartition", "0 (no policy plans one yet)"});

@@ -81,6 +81,13 @@ TEST(SimulatorTest, OneNodeQueueBuildsUp) {
                   Trace({{0, NodeOp::kAdd, "n1"}}, 0), Times(Every(0, 5, 20)), kReactive);
   ASSERT_EQ(r.latencies.size(), 20u);
   for (int k = 0; k < 20; ++k) EXPECT_DOUBLE_EQ(r.latencies[k], 5.0 * k + 10) << k;
+  // Nearest rank of 20: p50 is the 10th (55 ms), p90 the 18th (95), p99 the 20th (105); the
+  // histogram reports them within 0.4%.
+  EXPECT_NEAR(r.p50_ms, 55, 55 * 0.004);
+  EXPECT_NEAR(r.p90_ms, 95, 95 * 0.004);
+  EXPECT_NEAR(r.p99_ms, 105, 105 * 0.004);
+  EXPECT_DOUBLE_EQ(r.max_ms, 105);
+  EXPECT_DOUBLE_EQ(r.mean_ms, 57.5);
   ExpectConserved(r);
 }
 
