@@ -12,18 +12,20 @@ namespace {
 
 using policy::ReplicaState;
 
-// A FIFO of indices over one vector that only grows (amortised: no allocation once warm).
-class Ring {
+// A FIFO over one vector that only grows (amortised: no allocation once warm).
+template <typename T>
+class RingOf {
  public:
   bool empty() const { return size_ == 0; }
   size_t size() const { return size_; }
-  void push(uint32_t v) {
+  const T& front() const { return buf_[head_]; }
+  void push(T v) {
     if (size_ == buf_.size()) Grow();
     buf_[(head_ + size_) & (buf_.size() - 1)] = v;
     ++size_;
   }
-  uint32_t pop() {
-    uint32_t v = buf_[head_];
+  T pop() {
+    T v = buf_[head_];
     head_ = (head_ + 1) & (buf_.size() - 1);
     --size_;
     return v;
@@ -31,14 +33,15 @@ class Ring {
 
  private:
   void Grow() {
-    std::vector<uint32_t> n(buf_.empty() ? 16 : buf_.size() * 2);
+    std::vector<T> n(buf_.empty() ? 16 : buf_.size() * 2);
     for (size_t i = 0; i < size_; ++i) n[i] = buf_[(head_ + i) & (buf_.size() - 1)];
     buf_.swap(n);
     head_ = 0;
   }
-  std::vector<uint32_t> buf_;
+  std::vector<T> buf_;
   size_t head_ = 0, size_ = 0;
 };
+using Ring = RingOf<uint32_t>;
 
 // Log-linear histogram of positive values (ms): each power of two is split into 2^sub_bits
 // equal buckets, indexed straight from the double's exponent and top mantissa bits (no log()
@@ -115,6 +118,15 @@ struct Ev {
   uint32_t a;
   uint32_t b;
 };
+// A batch moving to the next stage. The transfer time is one constant, so these events are
+// created in time order and wait in a FIFO instead of the heap (same (time, seq) order).
+struct Hop {
+  double t;
+  uint64_t seq;
+  uint32_t group;
+  uint32_t stage;
+};
+
 struct Later {
   bool operator()(const Ev& x, const Ev& y) const {
     return x.t > y.t || (x.t == y.t && x.seq > y.seq);
@@ -179,6 +191,7 @@ struct Simulator::Impl {
   std::optional<Sampler> gap_sampler, noise_sampler;
 
   std::priority_queue<Ev, std::vector<Ev>, Later> heap;
+  RingOf<Hop> hops;
   uint64_t seq = 0;
 
   std::vector<Req> reqs;
@@ -364,8 +377,7 @@ struct Simulator::Impl {
     if (stage == last) {
       for (uint32_t i : rep.batch) Finish(i, now);
     } else if (model.transfer_ms > 0) {
-      Push(now + model.transfer_ms, EvType::kStageArrive, NewGroup(rep.batch),
-           static_cast<uint32_t>(stage + 1));
+      hops.push(Hop{now + model.transfer_ms, seq++, NewGroup(rep.batch), static_cast<uint32_t>(stage + 1)});
     } else {
       RouteMany(rep.batch.data(), rep.batch.size(), stage + 1, now);
     }
@@ -849,10 +861,19 @@ struct Simulator::Impl {
     double hard_stop = -1;
     uint64_t events = 0;
     for (;;) {
-      // The next arrival runs before heap events of the same time.
-      const bool arrival = next_arrival_t >= 0 && (heap.empty() || next_arrival_t <= heap.top().t);
-      if (!arrival && heap.empty()) break;
-      const double t = arrival ? next_arrival_t : heap.top().t;
+      // Three sources in (time, seq) order: the next arrival (first among equal times), the
+      // FIFO of batches between stages, the heap.
+      const bool have_heap = !heap.empty(), have_hop = !hops.empty();
+      bool hop = false;
+      if (have_hop) {
+        const Hop& h = hops.front();
+        hop = !have_heap || h.t < heap.top().t || (h.t == heap.top().t && h.seq < heap.top().seq);
+      }
+      const double next_event_t = hop ? hops.front().t : (have_heap ? heap.top().t : -1);
+      const bool arrival =
+          next_arrival_t >= 0 && (next_event_t < 0 || next_arrival_t <= next_event_t);
+      if (!arrival && next_event_t < 0) break;
+      const double t = arrival ? next_arrival_t : next_event_t;
       if (arrivals_done) {
         // After the last arrival: stop when the system is empty, or when every deadline has
         // passed (arrival_end + timeout).
@@ -865,6 +886,11 @@ struct Simulator::Impl {
       if (arrival) {
         next_arrival_t = -1;
         Arrival(now);
+        continue;
+      }
+      if (hop) {
+        Hop h = hops.pop();
+        GroupArrives(h.group, static_cast<int>(h.stage), now);
         continue;
       }
       Ev ev = heap.top();
@@ -899,7 +925,10 @@ struct Simulator::Impl {
       for (uint32_t i : rep.batch) TimedOut(i);
       rep.batch.clear();
     }
-    // Requests between stages (transfer events still in the heap).
+    // Requests between stages.
+    while (!hops.empty()) {
+      for (uint32_t i : groups[hops.pop().group]) TimedOut(i);
+    }
     while (!heap.empty()) {
       Ev ev = heap.top();
       heap.pop();
