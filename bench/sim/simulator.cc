@@ -973,8 +973,8 @@ Result<std::unique_ptr<Simulator>> Simulator::Create(SimOptions options, PerfMod
   }
   if (options.timeout_ms <= 0) return InvalidArgumentError("simulator: timeout must be > 0");
   if (options.warning_ms < 0) return InvalidArgumentError("simulator: warning period must be >= 0");
-  if (options.window_ms <= 0 || options.interval_ms <= 0) {
-    return InvalidArgumentError("simulator: window and interval must be > 0");
+  if (options.interval_ms <= 0) {
+    return InvalidArgumentError("simulator: the timeline interval must be > 0");
   }
   if (options.service_cv < 0) return InvalidArgumentError("simulator: service CV must be >= 0");
   if (options.service_cv > 0 && model.noise) {

@@ -70,8 +70,8 @@ struct SimOptions {
   int64_t warning_ms = 30'000;    // preemption notice
   bool resend = true;             // resend what a removed node was serving
   size_t max_in_system = 10'000'000;  // admission limit; arrivals beyond it are lost
-  int64_t window_ms = 1'000;      // metrics window the policy sees
-  int64_t interval_ms = 60'000;   // timeline rows
+  int64_t interval_ms = 60'000;   // timeline rows (the policy's metrics window is the time since
+                                  // its previous decision)
   double price_per_hour = 1.0;    // per node held (present in the trace), idle or not
   std::string instance_kind;      // Worker::kind
   bool initial_fill = true;       // nodes present at t=0 start as ready replicas, round-robin
