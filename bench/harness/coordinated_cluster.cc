@@ -29,8 +29,13 @@ Status FromGrpc(const grpc::Status& s, const std::string& what) {
 class CoordinatedCluster::Client {
  public:
   Client(const std::string& target, std::string token) : token_(std::move(token)) {
+    // Reconnect quickly to a frontend restarted on the same address (RestartFrontend).
+    grpc::ChannelArguments args;
+    args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 50);
+    args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 50);
+    args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 250);
     stub_ = proto::CoordinatorAdmin::NewStub(
-        grpc::CreateChannel(target, grpc::InsecureChannelCredentials()));
+        grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args));
   }
   template <typename Req, typename Resp, typename Call>
   Status Do(Call call, const Req& req, Resp* resp, Deadline deadline, const std::string& what) {
@@ -60,24 +65,10 @@ Result<std::unique_ptr<CoordinatedCluster>> CoordinatedCluster::Start(
   fs::create_directories(o.work_dir, ec);
   const Deadline deadline = Deadline::AfterMs(o.start_timeout_ms);
   std::unique_ptr<CoordinatedCluster> c(new CoordinatedCluster(o));
-  const std::string ready = o.work_dir + "/frontend.ready";
-  fs::remove(ready, ec);
-  std::vector<std::string> args = {"--plan", o.plan_path, "--listen", "127.0.0.1:0",
-                                   "--ready-file", ready};
-  if (!o.replicas.empty()) {
-    std::string r;
-    for (size_t i = 0; i < o.replicas.size(); ++i) r += (i ? "," : "") + std::to_string(o.replicas[i]);
-    args.insert(args.end(), {"--replicas", r});
+  {
+    std::lock_guard lock(c->mu_);
+    ARCHI_RETURN_IF_ERROR(c->StartFrontendLocked(o.listen_host + ":0", deadline));
   }
-  if (!o.token.empty()) args.insert(args.end(), {"--token", o.token});
-  args.insert(args.end(), o.extra_frontend_args.begin(), o.extra_frontend_args.end());
-  ARCHI_ASSIGN_OR_RETURN(c->frontend_,
-                         Process::Spawn({.binary = o.frontend_bin,
-                                         .args = args,
-                                         .env = o.env,
-                                         .log_path = o.work_dir + "/frontend.log"}));
-  ARCHI_ASSIGN_OR_RETURN(auto j, WaitReadyFile(ready, deadline, c->frontend_.get()));
-  c->grpc_address_ = j.at("grpc").get<std::string>();
   c->client_ = std::make_unique<Client>(c->grpc_address_, o.token);
   ARCHI_ASSIGN_OR_RETURN(auto st0, c->GetStatus(deadline));
   int total = 0;
@@ -111,7 +102,67 @@ Result<std::unique_ptr<CoordinatedCluster>> CoordinatedCluster::Start(
   return c;
 }
 
-Result<std::string> CoordinatedCluster::SpawnLocked() {
+Status CoordinatedCluster::StartFrontendLocked(const std::string& listen, Deadline deadline) {
+  std::error_code ec;
+  const std::string ready = o_.work_dir + "/frontend.ready";
+  fs::remove(ready, ec);
+  std::vector<std::string> args = {"--plan",         o_.plan_path,
+                                   "--listen",       listen,
+                                   "--store-listen", o_.listen_host + ":0",
+                                   "--ready-file",   ready};
+  if (!o_.replicas.empty()) {
+    std::string r;
+    for (size_t i = 0; i < o_.replicas.size(); ++i) {
+      r += (i ? "," : "") + std::to_string(o_.replicas[i]);
+    }
+    args.insert(args.end(), {"--replicas", r});
+  }
+  if (!o_.token.empty()) args.insert(args.end(), {"--token", o_.token});
+  args.insert(args.end(), o_.extra_frontend_args.begin(), o_.extra_frontend_args.end());
+  ARCHI_ASSIGN_OR_RETURN(frontend_, Process::Spawn({.binary = o_.frontend_bin,
+                                                    .args = args,
+                                                    .env = o_.env,
+                                                    .log_path = o_.work_dir + "/frontend.log"}));
+  ARCHI_ASSIGN_OR_RETURN(auto j, WaitReadyFile(ready, deadline, frontend_.get()));
+  grpc_address_ = j.at("grpc").get<std::string>();
+  return Status::Ok();
+}
+
+Status CoordinatedCluster::RestartFrontend(Deadline deadline) {
+  std::lock_guard lock(mu_);
+  if (stopped_) return FailedPreconditionError("cluster stopped");
+  if (frontend_) {
+    auto exited = frontend_->WaitExit(Deadline::AfterMs(
+        std::min<int64_t>(2000, std::max<int64_t>(1, deadline.RemainingMs().count()))));
+    if (!exited.ok()) return FailedPreconditionError("the frontend is still running");
+    frontend_.reset();
+  }
+  const std::string want = grpc_address_;
+  // The old listening socket is gone with the process; retry briefly in case the port is not
+  // free yet.
+  while (true) {
+    Status s = StartFrontendLocked(want, deadline);
+    if (s.ok() && grpc_address_ == want) return Status::Ok();
+    if (s.ok()) return InternalError("restarted frontend listens on " + grpc_address_ +
+                                     ", not " + want);
+    if (deadline.Expired()) return s;
+    if (frontend_) frontend_->Terminate(Millis(500));
+    frontend_.reset();
+    grpc_address_ = want;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+}
+
+Status CoordinatedCluster::Scale(int stage, int replicas, Deadline deadline) {
+  proto::ScaleRequest q;
+  q.set_stage(stage);
+  q.set_replicas(replicas);
+  proto::ScaleResponse r;
+  return client_->Do(&proto::CoordinatorAdmin::Stub::Scale, q, &r, deadline,
+                     "CoordinatorAdmin.Scale");
+}
+
+Result<std::string> CoordinatedCluster::SpawnLocked(const WorkerLaunch& launch) {
   if (stopped_) return FailedPreconditionError("cluster stopped");
   const std::string id = "w" + std::to_string(next_++);
   std::vector<std::string> args = {"--coordinator", grpc_address_, "--id", id,
@@ -119,18 +170,28 @@ Result<std::string> CoordinatedCluster::SpawnLocked() {
                                    "--threads", std::to_string(o_.worker_threads)};
   if (!o_.token.empty()) args.insert(args.end(), {"--token", o_.token});
   args.insert(args.end(), o_.extra_worker_args.begin(), o_.extra_worker_args.end());
-  ARCHI_ASSIGN_OR_RETURN(auto p, Process::Spawn({.binary = o_.worker_bin,
+  std::string binary = o_.worker_bin;
+  if (!launch.wrapper.empty()) {
+    std::vector<std::string> wrapped(launch.wrapper.begin() + 1, launch.wrapper.end());
+    wrapped.push_back(o_.worker_bin);
+    wrapped.insert(wrapped.end(), args.begin(), args.end());
+    binary = launch.wrapper.front();
+    args = std::move(wrapped);
+  }
+  auto env = o_.env;
+  env.insert(env.end(), launch.env.begin(), launch.env.end());
+  ARCHI_ASSIGN_OR_RETURN(auto p, Process::Spawn({.binary = binary,
                                                  .args = args,
-                                                 .env = o_.env,
+                                                 .env = env,
                                                  .log_path = o_.work_dir + "/" + id + ".log"}));
   workers_[id] = std::move(p);
   order_.push_back(id);
   return id;
 }
 
-Result<std::string> CoordinatedCluster::SpawnWorker() {
+Result<std::string> CoordinatedCluster::SpawnWorker(const WorkerLaunch& launch) {
   std::lock_guard lock(mu_);
-  return SpawnLocked();
+  return SpawnLocked(launch);
 }
 
 Status CoordinatedCluster::Kill(const std::string& id, int sig) {

@@ -44,6 +44,17 @@ struct CoordinatedClusterOptions {
   std::vector<std::string> extra_frontend_args;
   std::vector<std::pair<std::string, std::string>> env;
   int64_t start_timeout_ms = 60'000;
+  // Address the frontend's gRPC server and embedded store listen on (port 0 each). A host-side
+  // veth address when a worker runs in a network namespace (archi-bench recovery, netns tests).
+  std::string listen_host = "127.0.0.1";
+};
+
+// How one worker process is started beyond the cluster's options: a command prefix (e.g.
+// {"/usr/sbin/ip", "netns", "exec", "ns1"}: the worker binary and its arguments follow) and
+// environment entries added after CoordinatedClusterOptions::env (they win).
+struct WorkerLaunch {
+  std::vector<std::string> wrapper;
+  std::vector<std::pair<std::string, std::string>> env;
 };
 
 class CoordinatedCluster {
@@ -58,7 +69,13 @@ class CoordinatedCluster {
 
   // Starts one more worker (it registers and joins the idle pool, or is assigned at once when a
   // stage lacks a replica); returns its id without waiting.
-  Result<std::string> SpawnWorker();
+  Result<std::string> SpawnWorker(const WorkerLaunch& launch = {});
+  // Admin Scale: target `replicas` for `stage`.
+  Status Scale(int stage, int replicas, Deadline deadline);
+  // After the frontend died (kill -9): reaps it and starts a new one on the same gRPC address (a
+  // fresh embedded coordinator and store: workers reconnect, are refused their old epochs and
+  // register afresh), then waits for its ready file. Does not wait for the workers.
+  Status RestartFrontend(Deadline deadline);
   Status Kill(const std::string& id, int sig);  // "frontend" names the frontend
   Process* process(const std::string& id);
   std::vector<std::string> worker_ids() const;
@@ -81,7 +98,8 @@ class CoordinatedCluster {
 
  private:
   explicit CoordinatedCluster(CoordinatedClusterOptions o);
-  Result<std::string> SpawnLocked();
+  Result<std::string> SpawnLocked(const WorkerLaunch& launch = {});
+  Status StartFrontendLocked(const std::string& listen, Deadline deadline);
 
   CoordinatedClusterOptions o_;
   std::string grpc_address_;

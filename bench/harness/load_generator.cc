@@ -197,6 +197,14 @@ class LoadGenerator::Impl {
       grpc::ChannelArguments args;
       // A distinct argument per channel: its own subchannel, i.e. its own connection.
       args.SetInt("archi.loadgen_channel", i);
+      if (o_.max_reconnect_backoff_ms > 0) {
+        args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS,
+                    static_cast<int>(std::min<int64_t>(100, o_.max_reconnect_backoff_ms)));
+        args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS,
+                    static_cast<int>(std::min<int64_t>(100, o_.max_reconnect_backoff_ms)));
+        args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS,
+                    static_cast<int>(o_.max_reconnect_backoff_ms));
+      }
       auto ch = grpc::CreateCustomChannel(o_.target, grpc::InsecureChannelCredentials(), args);
       stubs_.push_back(proto::Inference::NewStub(ch));
     }
