@@ -329,8 +329,8 @@ struct WorkerAgent::Impl {
     args.SetMaxReceiveMessageSize(4 << 20);
     args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
     args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
-    channel = grpc::CreateCustomChannel(options.coordinator, grpc::InsecureChannelCredentials(),
-                                        args);
+    ARCHI_ASSIGN_OR_RETURN(auto creds, MakeChannelCredentials(options.tls));
+    channel = grpc::CreateCustomChannel(options.coordinator, creds, args);
     stub = pb::Coordinator::NewStub(channel);
     // First registration: bounded; a refusal other than "unavailable" is final.
     const int64_t give_up = UnixMillis() + options.register_timeout_ms;

@@ -21,6 +21,7 @@
 #include <memory>
 #include <string>
 
+#include "runtime/coordinator/auth.h"
 #include "runtime/core/status.h"
 
 namespace archi::coordinator {
@@ -28,6 +29,7 @@ namespace archi::coordinator {
 struct AgentOptions {
   std::string coordinator;  // host:port
   std::string token;        // shared token ("" : none)
+  TlsFiles tls;             // ca (+ cert, key for mutual TLS); empty: plaintext
   std::string worker_id;    // default "w<pid>"
   std::string host;         // default gethostname()
   std::string kind;

@@ -1,6 +1,8 @@
 #include "runtime/coordinator/auth.h"
 
 #include <cstdlib>
+#include <fstream>
+#include <sstream>
 
 namespace archi::coordinator {
 
@@ -32,6 +34,54 @@ std::string TokenFromFlagOrEnv(const std::string& flag) {
   if (!flag.empty()) return flag;
   const char* env = std::getenv("ARCHI_TOKEN");
   return env ? std::string(env) : std::string();
+}
+
+namespace {
+Result<std::string> ReadPem(const std::string& path, const char* what) {
+  std::ifstream f(path);
+  if (!f) return NotFoundError(std::string("cannot read TLS ") + what + " file '" + path + "'");
+  std::stringstream ss;
+  ss << f.rdbuf();
+  if (ss.str().find("-----BEGIN") == std::string::npos) {
+    return InvalidArgumentError(std::string("TLS ") + what + " file '" + path +
+                                "' is not PEM (no -----BEGIN line)");
+  }
+  return ss.str();
+}
+}  // namespace
+
+Result<std::shared_ptr<grpc::ServerCredentials>> MakeServerCredentials(const TlsFiles& tls) {
+  if (!tls.enabled()) return grpc::InsecureServerCredentials();
+  if (tls.cert.empty() || tls.key.empty()) {
+    return InvalidArgumentError("a TLS server needs both a certificate and a key");
+  }
+  grpc::SslServerCredentialsOptions o(tls.ca.empty()
+                                          ? GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE
+                                          : GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
+  grpc::SslServerCredentialsOptions::PemKeyCertPair pair;
+  ARCHI_ASSIGN_OR_RETURN(pair.cert_chain, ReadPem(tls.cert, "certificate"));
+  ARCHI_ASSIGN_OR_RETURN(pair.private_key, ReadPem(tls.key, "key"));
+  o.pem_key_cert_pairs.push_back(std::move(pair));
+  if (!tls.ca.empty()) {
+    ARCHI_ASSIGN_OR_RETURN(o.pem_root_certs, ReadPem(tls.ca, "client CA"));
+  }
+  return grpc::SslServerCredentials(o);
+}
+
+Result<std::shared_ptr<grpc::ChannelCredentials>> MakeChannelCredentials(const TlsFiles& tls) {
+  if (!tls.enabled()) return grpc::InsecureChannelCredentials();
+  if (tls.cert.empty() != tls.key.empty()) {
+    return InvalidArgumentError("a TLS client certificate needs its key (and the reverse)");
+  }
+  grpc::SslCredentialsOptions o;
+  if (!tls.ca.empty()) {
+    ARCHI_ASSIGN_OR_RETURN(o.pem_root_certs, ReadPem(tls.ca, "CA"));
+  }
+  if (!tls.cert.empty()) {
+    ARCHI_ASSIGN_OR_RETURN(o.pem_cert_chain, ReadPem(tls.cert, "certificate"));
+    ARCHI_ASSIGN_OR_RETURN(o.pem_private_key, ReadPem(tls.key, "key"));
+  }
+  return grpc::SslCredentials(o);
 }
 
 }  // namespace archi::coordinator

@@ -6,7 +6,10 @@
 #include <grpcpp/grpcpp.h>
 
 #include <map>
+#include <memory>
 #include <string>
+
+#include "runtime/core/status.h"
 
 namespace archi::coordinator {
 
@@ -21,5 +24,18 @@ void AddToken(grpc::ClientContext& ctx, const std::string& token);
 
 // The token from --token or, when that is empty, the ARCHI_TOKEN environment variable.
 std::string TokenFromFlagOrEnv(const std::string& flag);
+
+// TLS through gRPC's SSL credentials (PEM files). All empty: plaintext (insecure credentials).
+//   server: cert + key (required together); ca: verify client certificates against it and
+//           require one (mutual TLS).
+//   client: ca: verify the server against it (empty: the system roots); cert + key: present a
+//           client certificate (mutual TLS).
+struct TlsFiles {
+  std::string cert, key, ca;
+  bool enabled() const { return !cert.empty() || !key.empty() || !ca.empty(); }
+};
+// kInvalidArgument for a cert without key (or the reverse), kNotFound naming an unreadable file.
+Result<std::shared_ptr<grpc::ServerCredentials>> MakeServerCredentials(const TlsFiles& tls);
+Result<std::shared_ptr<grpc::ChannelCredentials>> MakeChannelCredentials(const TlsFiles& tls);
 
 }  // namespace archi::coordinator

@@ -231,7 +231,8 @@ Status Frontend::Impl::Init() {
   admin_service = std::make_unique<AdminImpl>(this);
   grpc::ServerBuilder builder;
   int port = 0;
-  builder.AddListeningPort(options.listen, grpc::InsecureServerCredentials(), &port);
+  ARCHI_ASSIGN_OR_RETURN(auto creds, coordinator::MakeServerCredentials(options.tls));
+  builder.AddListeningPort(options.listen, creds, &port);
   builder.RegisterService(inference_service.get());
   builder.RegisterService(admin_service.get());
   if (coord) {

@@ -15,6 +15,7 @@
 #include <memory>
 #include <string>
 
+#include "runtime/coordinator/auth.h"
 #include "runtime/coordinator/coordinator.h"
 #include "runtime/core/status.h"
 
@@ -31,6 +32,9 @@ struct FrontendOptions {
   // started with `archi-worker --coordinator <listen>` are assigned stages by it. Off: workers
   // join by stage (archi-worker --store --stage) or a standalone archi-coordinator plans them.
   bool coordinator = true;
+  // TLS of the gRPC address (Inference, Admin, coordinator): cert + key; ca: require client
+  // certificates signed by it (mutual TLS). Empty: plaintext.
+  coordinator::TlsFiles tls;
   coordinator::CoordinatorOptions coordinator_options;
 };
 

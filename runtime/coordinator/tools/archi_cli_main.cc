@@ -6,7 +6,7 @@
 //   archi --coordinator HOST:PORT drain WORKER      release it and never assign it again
 //   archi --coordinator HOST:PORT policy NAME [--slo-p99-ms X]
 //
-// --token (or $ARCHI_TOKEN) authenticates. Exit 0 on success, 1 when the coordinator refused or
+// --token (or $ARCHI_TOKEN) authenticates; --tls-ca (+ --tls-cert/--tls-key) for a TLS coordinator. Exit 0 on success, 1 when the coordinator refused or
 // was unreachable (the gRPC status is printed), 2 on bad arguments. --json prints the response as
 // JSON instead of a table.
 #include <grpcpp/grpcpp.h>
@@ -59,6 +59,12 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--token", token, "shared token (default: $ARCHI_TOKEN)");
   app.add_flag("--json", json, "print the response as JSON");
+  archi::coordinator::TlsFiles tls;
+  app.add_option("--tls-ca", tls.ca, "verify the coordinator's TLS certificate against this CA")
+      ->check(CLI::ExistingFile);
+  app.add_option("--tls-cert", tls.cert, "client certificate for mutual TLS (PEM)")
+      ->check(CLI::ExistingFile);
+  app.add_option("--tls-key", tls.key, "key of --tls-cert (PEM)")->check(CLI::ExistingFile);
   app.add_option("--timeout-ms", deadline_ms, "RPC deadline")
       ->check(CLI::Range(1, 600'000))
       ->capture_default_str();
@@ -85,8 +91,12 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
 
   token = archi::coordinator::TokenFromFlagOrEnv(token);
-  auto stub = pb::CoordinatorAdmin::NewStub(
-      grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
+  auto creds = archi::coordinator::MakeChannelCredentials(tls);
+  if (!creds.ok()) {
+    std::fprintf(stderr, "archi: %s\n", creds.status().ToString().c_str());
+    return 2;
+  }
+  auto stub = pb::CoordinatorAdmin::NewStub(grpc::CreateChannel(address, *creds));
   grpc::ClientContext ctx;
   ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(deadline_ms));
   archi::coordinator::AddToken(ctx, token);

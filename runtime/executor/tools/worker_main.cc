@@ -101,6 +101,15 @@ int main(int argc, char** argv) {
   app.add_option("--devices", a.devices, "coordinator: accelerators this worker can use")
       ->check(CLI::Range(0, 4096))
       ->needs(coord_opt);
+  app.add_option("--tls-ca", a.tls.ca, "coordinator: verify its TLS certificate against this CA (PEM)")
+      ->check(CLI::ExistingFile)
+      ->needs(coord_opt);
+  app.add_option("--tls-cert", a.tls.cert, "coordinator: client certificate for mutual TLS (PEM)")
+      ->check(CLI::ExistingFile)
+      ->needs(coord_opt);
+  app.add_option("--tls-key", a.tls.key, "coordinator: key of --tls-cert (PEM)")
+      ->check(CLI::ExistingFile)
+      ->needs(coord_opt);
   app.add_option("--status-file", a.status_file,
                  "coordinator: write {id, pid, epoch, state, stage} JSON here on every change")
       ->needs(coord_opt);

@@ -68,6 +68,13 @@ int main(int argc, char** argv) {
   app.add_option("--state-dir", co.state_dir,
                  "coordinator: keep its durable state (write-ahead log + snapshot) here; a restart "
                  "on it resumes every worker (default: none)");
+  app.add_option("--tls-cert", o.tls.cert,
+                 "serve TLS on --listen with this certificate (PEM; needs --tls-key)")
+      ->check(CLI::ExistingFile);
+  app.add_option("--tls-key", o.tls.key, "key of --tls-cert (PEM)")->check(CLI::ExistingFile);
+  app.add_option("--tls-client-ca", o.tls.ca,
+                 "mutual TLS: require client certificates signed by this CA (PEM)")
+      ->check(CLI::ExistingFile);
   CLI11_PARSE(app, argc, argv);
   o.coordinator = !no_coordinator;
   co.token = archi::coordinator::TokenFromFlagOrEnv(token);
