@@ -49,8 +49,9 @@ uint64_t GetU64(const char* p) {
 
 uint32_t Crc(std::string_view a, std::string_view b = {}) {
   uLong c = crc32(0L, Z_NULL, 0);
-  c = crc32_z(c, reinterpret_cast<const Bytef*>(a.data()), a.size());
-  c = crc32_z(c, reinterpret_cast<const Bytef*>(b.data()), b.size());
+  // (zlib returns 0 for a null buffer, whatever the running value: skip empty parts.)
+  if (!a.empty()) c = crc32_z(c, reinterpret_cast<const Bytef*>(a.data()), a.size());
+  if (!b.empty()) c = crc32_z(c, reinterpret_cast<const Bytef*>(b.data()), b.size());
   return static_cast<uint32_t>(c);
 }
 
