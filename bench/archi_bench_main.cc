@@ -20,6 +20,7 @@
 #include "bench/kernels/kernels_bench.h"
 #include "bench/p2p/p2p_bench.h"
 #include "bench/pipeline/pipeline_bench.h"
+#include "bench/recovery/recovery_bench.h"
 
 int main(int argc, char** argv) {
   using archi::bench::FaultsOptions;
@@ -237,7 +238,11 @@ int main(int argc, char** argv) {
   pipeline_cmd->add_flag("--keep-logs", pipeline.keep_logs,
                          "keep the run directory (process logs, plans) even on success");
 
+  auto run_recovery = archi::bench::AddRecoveryCommands(app);  // recovery, control-plane
+
   CLI11_PARSE(app, argc, argv);
+
+  if (auto rc = run_recovery(command)) return *rc;
 
   if (*pipeline_cmd) {
     pipeline.command = command;
