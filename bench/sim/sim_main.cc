@@ -22,6 +22,8 @@
 #include "bench/sim/perf_model.h"
 #include "bench/sim/simulator.h"
 #include "bench/sim/traces.h"
+#include "runtime/policy/availability_forecast.h"
+#include "runtime/policy/parcae.h"
 #include "runtime/policy/reactive.h"
 
 namespace archi::sim {
@@ -44,6 +46,8 @@ class StaticPolicy final : public policy::Policy {
 
 struct PolicyFlags {
   policy::ReactiveOptions reactive;
+  // Filled by RunSim from the performance model and the reconfiguration costs.
+  policy::ParcaeOptions parcae;
 };
 
 // --policy NAME -> factory. More policies (issue 9) plug in here.
@@ -54,6 +58,11 @@ const std::map<std::string, PolicyFactory>& PolicyTable() {
        [](const PolicyFlags& f) -> Result<std::unique_ptr<policy::Policy>> {
          ARCHI_RETURN_IF_ERROR(f.reactive.Validate());
          return std::unique_ptr<policy::Policy>(std::make_unique<policy::ReactivePolicy>(f.reactive));
+       }},
+      {"parcae",
+       [](const PolicyFlags& f) -> Result<std::unique_ptr<policy::Policy>> {
+         ARCHI_RETURN_IF_ERROR(f.parcae.Validate());
+         return std::unique_ptr<policy::Policy>(std::make_unique<policy::ParcaePolicy>(f.parcae));
        }},
       {"static",
        [](const PolicyFlags&) -> Result<std::unique_ptr<policy::Policy>> {
@@ -75,6 +84,7 @@ struct Flags {
   std::string harmony_device = "gpu";
   double gpu_gb = 0, vcpus = 2;
   std::string policy = "reactive";
+  std::string forecast = "auto";
   PolicyFlags pf;
   int64_t duration_ms = -1;
   bool no_resend = false, no_initial_fill = false, quiet = false;
@@ -341,7 +351,33 @@ Status RunSim(Flags f, const std::string& cmdline) {
     for (const auto& [n, _] : PolicyTable()) names += (names.empty() ? "" : ", ") + n;
     return InvalidArgumentError("--policy '" + f.policy + "': known policies are " + names);
   }
+  // Parcae's pipeline model and migration costs from ours: a batch through the whole model on
+  // one instance takes the unloaded pipeline time without the hand-overs; rebuilding worlds
+  // costs world creation, moving a stage adds its weight load.
+  auto& po = f.pf.parcae;
+  po.model.compute_s = (perf.PipelineMs(1) - perf.transfer_ms * (f.o.stages - 1)) / 1000.0;
+  po.model.comm_s = perf.transfer_ms / 1000.0;
+  po.model.min_depth = po.model.max_depth = f.o.stages;
+  po.migration.rebuild_s = f.o.costs.world_create_ms / 1000.0;
+  po.migration.move_stage_s = (f.o.costs.world_create_ms + f.o.costs.weight_load_ms) / 1000.0;
+  po.migration.repartition_s = f.o.costs.repartition_ms / 1000.0;
+  po.seed = f.o.seed;
   ARCHI_ASSIGN_OR_RETURN(std::unique_ptr<policy::Policy> pol, it->second(f.pf));
+  // Availability forecast (per-minute usable nodes so far -> the next 10 minutes).
+  std::string fc = f.forecast == "auto" ? (f.policy == "parcae" ? "arima110" : "none") : f.forecast;
+  const int horizon = po.horizon;
+  if (fc == "naive") {
+    f.o.forecaster = [horizon](const std::vector<double>& h, policy::TimeMs now) {
+      return policy::AvailabilityForecast(policy::ForecastNaive(h, horizon), now, 60'000);
+    };
+  } else if (fc == "arima110") {
+    f.o.forecaster = [horizon](const std::vector<double>& h, policy::TimeMs now) {
+      return policy::AvailabilityForecast(policy::ForecastArima110(h, horizon, policy::ArimaOptions{}),
+                                          now, 60'000);
+    };
+  } else if (fc != "none") {
+    return InvalidArgumentError("--forecast '" + f.forecast + "': expected auto, none, naive or arima110");
+  }
   auto wall0 = std::chrono::steady_clock::now();
   if (!f.quiet) {
     auto last = std::make_shared<std::chrono::steady_clock::time_point>(wall0);
@@ -456,6 +492,7 @@ int Main(int argc, char** argv) {
   std::string policies;
   for (const auto& [n, _] : PolicyTable()) policies += (policies.empty() ? "" : ", ") + n;
   app.add_option("--policy", f.policy, "scaling policy: " + policies);
+  app.add_option("--forecast", f.forecast, "availability forecast handed to the policy: none, naive, arima110 (per-minute usable nodes, 10 minutes ahead); auto: arima110 for parcae, none otherwise");
   auto& ro = f.pf.reactive;
   app.add_option("--min-replicas", ro.bounds.min_replicas, "reactive: replicas per stage, at least");
   app.add_option("--max-replicas", ro.bounds.max_replicas, "reactive: replicas per stage, at most");

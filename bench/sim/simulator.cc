@@ -207,6 +207,8 @@ struct Simulator::Impl {
   std::vector<Node> nodes;
   std::unordered_map<std::string, int> node_by_id;
   int present = 0;
+  int warned_present = 0;              // present nodes under a preemption notice
+  std::vector<double> minute_usable;   // usable nodes at each whole minute (forecaster input)
   int counts[4] = {0, 0, 0, 0};  // replicas by RState
 
   // What the policy sees, kept up to date incrementally (rebuilding it for 10,000 workers at
@@ -576,6 +578,7 @@ struct Simulator::Impl {
     Node& n = nodes[it->second];
     if (!n.present || n.warned) return;
     n.warned = true;
+    ++warned_present;
     if (n.rep < 0) {
       RemoveIdle(it->second);
       return;
@@ -594,6 +597,7 @@ struct Simulator::Impl {
     CountChange(now);
     n.present = false;
     --present;
+    if (n.warned) --warned_present;
     if (n.rep < 0) {
       if (!n.warned) RemoveIdle(it->second);
       Log(now, "preempt_idle", -1, id);
@@ -714,6 +718,14 @@ struct Simulator::Impl {
     if (!regular) membership_decision_pending = false;
     state.now_ms = static_cast<policy::TimeMs>(now);
     UpdateMetrics(now);
+    if (o.forecaster) {
+      // Decisions come at least every evaluation interval, so the count now stands for any
+      // minute boundary passed since the last one.
+      while (static_cast<double>(minute_usable.size()) * 60'000.0 <= now) {
+        minute_usable.push_back(static_cast<double>(present - warned_present));
+      }
+      forecast = o.forecaster(minute_usable, state.now_ms);
+    }
     policy::Plan plan = policy->Decide(state, metrics, forecast);
     ++r.decisions;
     r.unmet += plan.unmet.size();

@@ -82,6 +82,12 @@ struct SimOptions {
   uint64_t seed = 1;
   int64_t end_ms = -1;            // last arrival time; -1: the node trace's end
   bool record_latencies = false;  // keep every served latency (tests)
+  // Availability forecaster for proactive policies (docs/policies.md: forecasters run outside
+  // the policy): called before each decision with the usable nodes (present and not under a
+  // preemption notice) at every whole minute so far; its Forecast goes to Decide. Empty: every
+  // decision gets Forecast{} (the reactive policy reads none).
+  std::function<policy::Forecast(const std::vector<double>& per_minute, policy::TimeMs now_ms)>
+      forecaster;
   // Called about every 2^20 events with (simulated now, end); for progress output.
   std::function<void(double, double)> progress;
 };

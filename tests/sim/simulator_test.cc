@@ -8,6 +8,8 @@
 #include <cmath>
 #include <filesystem>
 
+#include "runtime/policy/availability_forecast.h"
+#include "runtime/policy/parcae.h"
 #include "runtime/policy/reactive.h"
 
 namespace archi::sim {
@@ -329,6 +331,76 @@ TEST(SimulatorTest, FittedServiceModel) {
   // A fitted model and --service-cv together are refused.
   o.service_cv = 0.5;
   EXPECT_FALSE(Simulator::Create(o, *m, NodeTrace{}, Times({1}), &kReactive).ok());
+}
+
+// Records the forecast each decision receives (into a vector the test owns), plans nothing.
+class RecordingPolicy final : public policy::Policy {
+ public:
+  explicit RecordingPolicy(std::vector<policy::Forecast>* seen) : seen_(seen) {}
+  std::string_view name() const override { return "recording"; }
+  policy::Plan Decide(const policy::ClusterState& state, const policy::ClusterMetrics&,
+                      const policy::Forecast& f) const override {
+    seen_->push_back(f);
+    policy::Plan p;
+    p.memory = state.memory;
+    p.next_evaluation_ms = state.now_ms + 1000;
+    return p;
+  }
+
+ private:
+  std::vector<policy::Forecast>* seen_;
+};
+
+TEST(SimulatorTest, ForecasterSeesUsableNodesPerMinute) {
+  // Three nodes; n3's removal at 160 s is announced at 130 s: usable at minutes 0, 1, 2, 3 is
+  // 3, 3, 3, 2. The forecaster's output reaches the policy unchanged.
+  SimOptions o = Exact(1, 200'000);
+  std::vector<double> last_history;
+  o.forecaster = [&](const std::vector<double>& h, policy::TimeMs now) {
+    last_history = h;
+    return policy::AvailabilityForecast(policy::ForecastNaive(h, 2), now, 60'000);
+  };
+  std::vector<policy::Forecast> seen;
+  RecordingPolicy rec(&seen);
+  auto r = RunSim(o, PerfModel::Constant(1, 1, 10, 0),
+                  Trace({{0, NodeOp::kAdd, "n1"}, {0, NodeOp::kAdd, "n2"}, {0, NodeOp::kAdd, "n3"},
+                         {160'000, NodeOp::kRemove, "n3"}}, 160'000),
+                  Times(Every(500, 1000, 200)), rec);
+  ASSERT_GE(last_history.size(), 4u);
+  EXPECT_EQ(std::vector<double>(last_history.begin(), last_history.begin() + 4),
+            (std::vector<double>{3, 3, 3, 2}));
+  ASSERT_FALSE(seen.empty());
+  const policy::Forecast& f = seen.back();
+  ASSERT_EQ(f.available_workers.size(), 2u);
+  EXPECT_EQ(f.available_workers[0].value, 2);
+  EXPECT_EQ(f.available_workers[1].at_ms - f.available_workers[0].at_ms, 60'000);
+  EXPECT_EQ(r.served, 200u);
+}
+
+TEST(SimulatorTest, ParcaePolicyPlacesIdleNodes) {
+  // The same ParcaePolicy the coordinator runs: four idle nodes, two stages, a naive forecast;
+  // it adds replicas toward its chosen dp and everything is served.
+  SimOptions o;
+  o.stages = 2;
+  o.end_ms = 300'000;
+  o.initial_fill = false;
+  o.forecaster = [](const std::vector<double>& h, policy::TimeMs now) {
+    return policy::AvailabilityForecast(policy::ForecastNaive(h, 10), now, 60'000);
+  };
+  policy::ParcaeOptions po;
+  po.model.compute_s = 0.02;
+  po.model.comm_s = 0.001;
+  po.model.min_depth = po.model.max_depth = 2;
+  const policy::ParcaePolicy parcae(po);
+  ASSERT_TRUE(po.Validate().ok());
+  std::vector<NodeEvent> ev;
+  for (int i = 0; i < 4; ++i) ev.push_back({0, NodeOp::kAdd, "n" + std::to_string(i)});
+  auto r = RunSim(o, PerfModel::Constant(2, 1, 10, 1), Trace(ev, 0), Times(Every(100, 50, 5000)),
+                  parcae);
+  EXPECT_GE(r.reconfigs["add"], 2u);
+  EXPECT_EQ(r.rejected_plans, 0u);
+  EXPECT_EQ(r.served, 5000u);
+  ExpectConserved(r);
 }
 
 TEST(SimulatorTest, ScaleTrace) {
