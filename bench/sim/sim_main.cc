@@ -76,7 +76,7 @@ struct Flags {
   std::string trace;
   bool tolerate_quirks = false;
   int node_scale = 1;
-  std::string arrivals, arrival_dist, fit_arrivals;
+  std::string arrivals, arrival_dist, fit_arrivals, rate_schedule;
   double rate = 0;
   size_t requests = 0;
   std::string perf = "constant:20,1";
@@ -118,8 +118,22 @@ Result<std::vector<double>> TraceArrivals(const Flags& f, double end_ms) {
 Result<ArrivalSpec> MakeArrivals(const Flags& f, double end_ms) {
   ArrivalSpec a;
   a.max_requests = f.requests;
-  int given = !f.arrivals.empty() + !f.arrival_dist.empty() + !f.fit_arrivals.empty();
-  if (given > 1) return InvalidArgumentError("give one of --arrivals, --arrival-dist, --fit-arrivals");
+  int given = !f.arrivals.empty() + !f.arrival_dist.empty() + !f.fit_arrivals.empty() +
+              !f.rate_schedule.empty();
+  if (given > 1) {
+    return InvalidArgumentError("give one of --arrivals, --arrival-dist, --fit-arrivals, --rate-schedule");
+  }
+  if (!f.rate_schedule.empty()) {
+    ARCHI_ASSIGN_OR_RETURN(a.rate_per_minute, LoadRates(f.rate_schedule));
+    if (f.rate > 0) {
+      double mean = 0;
+      for (double r : a.rate_per_minute) mean += r;
+      mean /= static_cast<double>(a.rate_per_minute.size());
+      if (mean <= 0) return InvalidArgumentError(f.rate_schedule + ": every rate is 0");
+      for (double& r : a.rate_per_minute) r *= f.rate / mean;
+    }
+    return a;
+  }
   if (!f.arrivals.empty()) {
     ARCHI_ASSIGN_OR_RETURN(a.times_ms, TraceArrivals(f, end_ms));
     return a;
@@ -464,6 +478,7 @@ int Main(int argc, char** argv) {
   app.add_option("--arrivals", f.arrivals, "request arrival file (id,time_s,...); --rate rescales it; repeated to fill --requests or the duration");
   app.add_option("--arrival-dist", f.arrival_dist, "inter-arrival gaps in ms: exp:RATE_PER_MS, gamma:SHAPE,SCALE, lognormal:MU,SIGMA, const:MS");
   app.add_option("--fit-arrivals", f.fit_arrivals, "fit the gaps of this arrival file (exponential/gamma/lognormal, KS) and draw from the best fit");
+  app.add_option("--rate-schedule", f.rate_schedule, "Poisson arrivals whose rate (req/s) follows one value per minute from this file (arrival-rates.csv format), repeated; --rate rescales its mean");
   app.add_option("--rate", f.rate, "mean arrival rate (req/s); default with no arrival source: Poisson at --requests / duration");
   app.add_option("--requests", f.requests, "stop arrivals after this many (0: until the end of the trace)");
   app.add_option("--perf", f.perf, "performance model: constant:STAGE_MS[,TRANSFER_MS] | profile:FILE (SpotServe) | fit:CSV[:COLUMN] (fit measured times, default column latency_ms) | harmony:FILE (HarmonyBatch)");

@@ -189,6 +189,7 @@ struct Simulator::Impl {
 
   std::mt19937_64 rng_arrival, rng_route, rng_noise;
   std::optional<Sampler> gap_sampler, noise_sampler;
+  std::exponential_distribution<double> unit_exp{1.0};
 
   std::priority_queue<Ev, std::vector<Ev>, Later> heap;
   RingOf<Hop> hops;
@@ -757,11 +758,30 @@ struct Simulator::Impl {
       t = arrivals.times_ms[next_arrival_index++];
     } else if (gap_sampler) {
       t = now + (*gap_sampler)(rng_arrival);
+    } else if (!arrivals.rate_per_minute.empty()) {
+      t = NextScheduled(now);
     } else {
       return -1;
     }
     if (t > arrival_end) return -1;
     return t;
+  }
+
+  // Piecewise-constant Poisson process: exponential gaps at the current minute's rate; a gap
+  // that crosses the minute's end restarts there at the next rate (memoryless, so exact).
+  double NextScheduled(double from) {
+    const auto& rates = arrivals.rate_per_minute;
+    double t = from;
+    for (;;) {
+      const double minute = std::floor(t / 60'000.0);
+      const double end = (minute + 1) * 60'000.0;
+      const double r = rates[static_cast<size_t>(minute) % rates.size()] / 1000.0;  // per ms
+      if (r > 0) {
+        const double next = t + unit_exp(rng_arrival) / r;
+        if (next < end) return next;
+      }
+      t = end;
+    }
   }
 
   void ScheduleNextArrival(double now) {
@@ -854,7 +874,15 @@ struct Simulator::Impl {
       double w = std::max(0.0, static_cast<double>(e.time_ms - o.warning_ms));
       Push(w, EvType::kWarn, static_cast<uint32_t>(i));
     }
-    if (arrivals.times_ms.empty() && gap_sampler) {
+    if (arrivals.times_ms.empty() && !gap_sampler && !arrivals.rate_per_minute.empty()) {
+      double t = NextScheduled(arrivals.start_ms);
+      if (t <= arrival_end) {
+        ++arrivals_made;
+        next_arrival_t = t;
+      } else {
+        arrivals_done = true;
+      }
+    } else if (arrivals.times_ms.empty() && gap_sampler) {
       // The first arrival is one gap after the start.
       double t = arrivals.start_ms + (*gap_sampler)(rng_arrival);
       if (t <= arrival_end) {
@@ -998,8 +1026,15 @@ Result<std::unique_ptr<Simulator>> Simulator::Create(SimOptions options, PerfMod
       return InvalidArgumentError("simulator: arrival times are not sorted (index " + std::to_string(i) + ")");
     }
   }
-  if (arrivals.times_ms.empty() && !arrivals.gap_ms) {
-    return InvalidArgumentError("simulator: no arrivals (neither times nor a gap distribution)");
+  if (arrivals.times_ms.empty() && !arrivals.gap_ms && arrivals.rate_per_minute.empty()) {
+    return InvalidArgumentError("simulator: no arrivals (no times, gap distribution or rate schedule)");
+  }
+  for (double r : arrivals.rate_per_minute) {
+    if (!(r >= 0) || !std::isfinite(r)) return InvalidArgumentError("simulator: a scheduled rate is negative or not finite");
+  }
+  if (!arrivals.rate_per_minute.empty() &&
+      *std::max_element(arrivals.rate_per_minute.begin(), arrivals.rate_per_minute.end()) <= 0) {
+    return InvalidArgumentError("simulator: every scheduled rate is 0");
   }
   auto impl = std::make_unique<Impl>();
   impl->o = std::move(options);

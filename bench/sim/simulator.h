@@ -92,11 +92,13 @@ struct SimOptions {
   std::function<void(double, double)> progress;
 };
 
-// Where requests come from: explicit times (a trace, already scaled) or gaps drawn from a
-// distribution, up to max_requests (0 = until end_ms).
+// Where requests come from: explicit times (a trace, already scaled), gaps drawn from a
+// distribution, or a Poisson process whose rate follows a per-minute schedule (repeated), up to
+// max_requests (0 = until end_ms).
 struct ArrivalSpec {
   std::vector<double> times_ms;             // ascending
   std::optional<Distribution> gap_ms;       // used when times_ms is empty
+  std::vector<double> rate_per_minute;      // req/s in minute m % size; used when both are empty
   size_t max_requests = 0;
   double start_ms = 0;                      // first arrival no earlier than this
 };

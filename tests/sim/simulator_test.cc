@@ -403,6 +403,28 @@ TEST(SimulatorTest, ParcaePolicyPlacesIdleNodes) {
   ExpectConserved(r);
 }
 
+TEST(SimulatorTest, RateScheduleArrivals) {
+  // 1 req/s in even minutes, 3 req/s in odd ones, over 20 minutes: Poisson counts of 600 and
+  // 1,800 (standard deviations 24.5 and 42.4); allow 5 of them. Minute rows come from the
+  // timeline (60 s intervals).
+  SimOptions o;
+  o.stages = 1;
+  o.end_ms = 20 * 60'000;
+  ArrivalSpec a;
+  a.rate_per_minute = {1.0, 3.0};
+  auto r = RunSim(o, PerfModel::Constant(1, 1, 1, 0), Trace({{0, NodeOp::kAdd, "n1"}}, 0), a,
+                  kReactive);
+  ASSERT_GE(r.timeline.size(), 20u);
+  uint64_t even = 0, odd = 0;
+  for (size_t m = 0; m < 20; ++m) (m % 2 == 0 ? even : odd) += r.timeline[m].arrived;
+  EXPECT_NEAR(static_cast<double>(even), 600, 5 * 24.5);
+  EXPECT_NEAR(static_cast<double>(odd), 1800, 5 * 42.4);
+  ExpectConserved(r);
+  ArrivalSpec zero;
+  zero.rate_per_minute = {0.0, 0.0};
+  EXPECT_FALSE(Simulator::Create(o, PerfModel::Constant(1, 1, 1, 0), NodeTrace{}, zero, &kReactive).ok());
+}
+
 TEST(SimulatorTest, ScaleTrace) {
   NodeTrace t = Trace({{0, NodeOp::kAdd, "x"}, {5, NodeOp::kRemove, "x"}}, 5);
   NodeTrace s = ScaleTrace(t, 3);
