@@ -9,7 +9,7 @@ PACKAGES=(
   libgloo-dev libopenmpi-dev openmpi-bin
   libspdlog-dev libcli11-dev libgtest-dev libgmock-dev libbenchmark-dev
   nlohmann-json3-dev libyaml-cpp-dev prometheus-cpp-dev
-  libopenblas-dev libdnnl-dev libutf8proc-dev clang-14 libclang-rt-14-dev
+  libopenblas-dev libdnnl-dev libutf8proc-dev clang-14 libclang-rt-14-dev libssl-dev zlib1g-dev openssl
   gnuplot-nox libgsl-dev procps iproute2 python3-venv
 )
 

@@ -43,6 +43,7 @@ const char* StateName(grpc_connectivity_state s) {
 
 struct StoreClient::Impl {
   std::string address;
+  std::string credential;
   std::shared_ptr<grpc::Channel> channel;
   std::unique_ptr<pb::Store::Stub> stub;
 
@@ -77,6 +78,7 @@ struct StoreClient::Impl {
     try {
       grpc::ClientContext ctx;
       ctx.set_deadline(GrpcDeadline(deadline));
+      if (!credential.empty()) ctx.AddMetadata("x-archi-member", credential);
       return FromGrpc(rpc(&ctx), name);
     } catch (const std::exception& e) {  // protobuf / allocation failures stop at this boundary
       return InternalError("store " + address + ": " + name + ": " + e.what());
@@ -88,10 +90,12 @@ StoreClient::StoreClient(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 StoreClient::~StoreClient() = default;
 
 Result<std::shared_ptr<StoreClient>> StoreClient::Connect(const std::string& address,
-                                                          Deadline connect_deadline) {
+                                                          Deadline connect_deadline,
+                                                          std::string credential) {
   if (address.empty()) return InvalidArgumentError("store address is empty");
   auto impl = std::make_unique<Impl>();
   impl->address = address;
+  impl->credential = std::move(credential);
   try {
     grpc::ChannelArguments args;
     args.SetMaxReceiveMessageSize(256 << 20);

@@ -30,8 +30,11 @@ class StoreClient final : public Store {
 
   // Creates the channel and waits until it is connected or `connect_deadline` passes; then
   // kUnavailable "store at ADDR unreachable: ...". kInvalidArgument for an empty address.
+  // `credential` (non-empty) is sent as the "x-archi-member" metadata of every call, for a
+  // server with an authorizer (StoreServer::SetAuthorizer; the coordinator's member credentials).
   static Result<std::shared_ptr<StoreClient>> Connect(const std::string& address,
-                                                      Deadline connect_deadline);
+                                                      Deadline connect_deadline,
+                                                      std::string credential = "");
 
   ~StoreClient() override;
   StoreClient(const StoreClient&) = delete;

@@ -60,10 +60,16 @@ class StoreService final : public pb::Store::CallbackService {
 
   void BeginShutdown() { shutting_down_.store(true, std::memory_order_release); }
 
+  void SetAuthorizer(StoreAuthorizer a) {
+    std::lock_guard lock(auth_mu_);
+    authorizer_ = a ? std::make_shared<const StoreAuthorizer>(std::move(a)) : nullptr;
+  }
+
   grpc::ServerUnaryReactor* Set(grpc::CallbackServerContext* ctx, const pb::SetRequest* req,
                                 pb::SetResponse*) override {
     return Unary(ctx, [&]() -> grpc::Status {
       if (auto st = CheckKey(req->key()); !st.ok()) return st;
+      if (auto st = CheckAuth(ctx, StoreAccess::kWrite, req->key()); !st.ok()) return st;
       if (auto st = CheckValue(req->value(), "value"); !st.ok()) return st;
       return ToGrpc(store_->Set(req->key(), req->value(), Deadline::Infinite()));
     });
@@ -73,6 +79,7 @@ class StoreService final : public pb::Store::CallbackService {
                                 pb::GetResponse* resp) override {
     return Unary(ctx, [&]() -> grpc::Status {
       if (auto st = CheckKey(req->key()); !st.ok()) return st;
+      if (auto st = CheckAuth(ctx, StoreAccess::kRead, req->key()); !st.ok()) return st;
       auto r = store_->Get(req->key(), Deadline::Infinite());
       if (!r.ok()) {
         if (r.status().code() == StatusCode::kNotFound) {
@@ -90,6 +97,7 @@ class StoreService final : public pb::Store::CallbackService {
                                 pb::AddResponse* resp) override {
     return Unary(ctx, [&]() -> grpc::Status {
       if (auto st = CheckKey(req->key()); !st.ok()) return st;
+      if (auto st = CheckAuth(ctx, StoreAccess::kWrite, req->key()); !st.ok()) return st;
       auto r = store_->Add(req->key(), req->delta(), Deadline::Infinite());
       if (!r.ok()) return ToGrpc(r.status());
       resp->set_value(*r);
@@ -102,6 +110,7 @@ class StoreService final : public pb::Store::CallbackService {
                                        pb::CompareSetResponse* resp) override {
     return Unary(ctx, [&]() -> grpc::Status {
       if (auto st = CheckKey(req->key()); !st.ok()) return st;
+      if (auto st = CheckAuth(ctx, StoreAccess::kWrite, req->key()); !st.ok()) return st;
       if (auto st = CheckValue(req->expected(), "expected value"); !st.ok()) return st;
       if (auto st = CheckValue(req->desired(), "desired value"); !st.ok()) return st;
       auto r =
@@ -116,6 +125,7 @@ class StoreService final : public pb::Store::CallbackService {
                                    pb::DeleteResponse* resp) override {
     return Unary(ctx, [&]() -> grpc::Status {
       if (auto st = CheckKey(req->key()); !st.ok()) return st;
+      if (auto st = CheckAuth(ctx, StoreAccess::kWrite, req->key()); !st.ok()) return st;
       auto r = store_->Delete(req->key(), Deadline::Infinite());
       if (!r.ok()) return ToGrpc(r.status());
       resp->set_existed(*r);
@@ -127,6 +137,7 @@ class StoreService final : public pb::Store::CallbackService {
                                  pb::ListResponse* resp) override {
     return Unary(ctx, [&]() -> grpc::Status {
       if (auto st = CheckPrefix(req->prefix()); !st.ok()) return st;
+      if (auto st = CheckAuth(ctx, StoreAccess::kRead, req->prefix()); !st.ok()) return st;
       auto r = store_->List(req->prefix(), Deadline::Infinite());
       if (!r.ok()) return ToGrpc(r.status());
       resp->mutable_items()->Reserve(static_cast<int>(r->size()));
@@ -144,6 +155,7 @@ class StoreService final : public pb::Store::CallbackService {
                                          pb::DeletePrefixResponse* resp) override {
     return Unary(ctx, [&]() -> grpc::Status {
       if (auto st = CheckPrefix(req->prefix()); !st.ok()) return st;
+      if (auto st = CheckAuth(ctx, StoreAccess::kWrite, req->prefix()); !st.ok()) return st;
       auto r = store_->DeletePrefix(req->prefix(), Deadline::Infinite());
       if (!r.ok()) return ToGrpc(r.status());
       resp->set_deleted(*r);
@@ -180,6 +192,23 @@ class StoreService final : public pb::Store::CallbackService {
     }
   }
 
+  // The authorizer's verdict on (access, key) for this call's credential metadata.
+  grpc::Status CheckAuth(grpc::CallbackServerContext* ctx, StoreAccess access,
+                         const std::string& key) const {
+    std::shared_ptr<const StoreAuthorizer> a;
+    {
+      std::lock_guard lock(auth_mu_);
+      a = authorizer_;
+    }
+    if (!a) return grpc::Status::OK;
+    std::string credential;
+    const auto& md = ctx->client_metadata();
+    if (auto it = md.find("x-archi-member"); it != md.end()) {
+      credential.assign(it->second.data(), it->second.size());
+    }
+    return ToGrpc((*a)(access, key, credential));
+  }
+
   grpc::Status CheckKey(const std::string& key) const {
     if (key.empty()) return Invalid("empty key");
     if (key.size() > options_.max_key_bytes) {
@@ -206,6 +235,8 @@ class StoreService final : public pb::Store::CallbackService {
   std::shared_ptr<InMemoryStore> store_;
   const StoreServerOptions options_;
   std::atomic<bool> shutting_down_{false};
+  mutable std::mutex auth_mu_;
+  std::shared_ptr<const StoreAuthorizer> authorizer_;  // guarded by auth_mu_
 };
 
 // One pending Wait. It registers an InMemoryStore watch and finishes the RPC from the watch's
@@ -289,6 +320,7 @@ grpc::ServerUnaryReactor* StoreService::Wait(grpc::CallbackServerContext* ctx,
     }
     for (const auto& k : req->keys()) {
       if (auto st = CheckKey(k); !st.ok()) return st;
+      if (auto st = CheckAuth(ctx, StoreAccess::kRead, k); !st.ok()) return st;
     }
     return grpc::Status::OK;
   });
@@ -383,6 +415,10 @@ std::string StoreServer::address() const {
 int StoreServer::port() const { return impl_->port; }
 
 std::shared_ptr<InMemoryStore> StoreServer::store() const { return impl_->store; }
+
+void StoreServer::SetAuthorizer(StoreAuthorizer authorizer) {
+  impl_->service->SetAuthorizer(std::move(authorizer));
+}
 
 void StoreServer::Shutdown(Deadline deadline) {
   std::call_once(impl_->shutdown_once, [&] {

@@ -17,6 +17,7 @@
 #pragma once
 
 #include <cstddef>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -39,6 +40,16 @@ struct StoreServerOptions {
   int64_t shutdown_grace_ms = 2000;
 };
 
+// What a store RPC does to a key (or a prefix, for List / DeletePrefix).
+enum class StoreAccess { kRead, kWrite };
+
+// Decides whether a client may touch a key. `credential` is the client's
+// "x-archi-member" metadata (StoreClient::Connect's `credential`; empty when absent). Return OK,
+// or the refusal (kPermissionDenied / kUnauthenticated with the reason). Called on gRPC threads:
+// must be thread-safe and must not block.
+using StoreAuthorizer =
+    std::function<Status(StoreAccess access, const std::string& key, const std::string& credential)>;
+
 class StoreServer {
  public:
   // Binds and starts serving. kUnavailable naming the address when it cannot be bound (port in use,
@@ -53,6 +64,10 @@ class StoreServer {
   std::string address() const;
   int port() const;
   std::shared_ptr<InMemoryStore> store() const;
+
+  // Checks every later RPC against `authorizer` (null: everything allowed, the default). The
+  // in-process store() is not checked. Thread-safe; may be called while serving.
+  void SetAuthorizer(StoreAuthorizer authorizer);
 
   // Stops serving: pending Waits end at once with UNAVAILABLE, other in-flight RPCs get until
   // `deadline` and are then cancelled. Idempotent; later calls return immediately.

@@ -129,6 +129,7 @@ struct WorkerAgent::Impl {
     wo.extra_compute_ms = options.extra_compute_ms;
     wo.metrics_listen = options.metrics_listen;
     wo.plan_wait_ms = 10'000;
+    wo.store_credential = a.member_credential();
     {
       std::lock_guard lock(mu);
       wo.incarnation = std::to_string(epoch);

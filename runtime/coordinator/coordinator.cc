@@ -1,6 +1,8 @@
 #include "runtime/coordinator/coordinator.h"
 
 #include <grpcpp/grpcpp.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
 
 #include <algorithm>
 #include <atomic>
@@ -210,6 +212,118 @@ struct Coordinator::Impl {
     while (events.size() > options.max_events) events.pop_front();
   }
 
+  // ---- member credentials (the store guard; only with a token) ----
+  std::string member_secret;  // HMAC-SHA256(token, "archi-member/<pipeline>"); empty: no guard
+
+  static std::string Hmac(const std::string& key, const std::string& data) {
+    unsigned char out[EVP_MAX_MD_SIZE];
+    unsigned int n = 0;
+    HMAC(EVP_sha256(), key.data(), static_cast<int>(key.size()),
+         reinterpret_cast<const unsigned char*>(data.data()), data.size(), out, &n);
+    static constexpr char kHex[] = "0123456789abcdef";
+    std::string hex;
+    for (unsigned int i = 0; i < n; ++i) {
+      hex += kHex[out[i] >> 4];
+      hex += kHex[out[i] & 15];
+    }
+    return hex;
+  }
+  std::string Credential(const std::string& id, uint64_t epoch) const {
+    const std::string tag = id + "." + std::to_string(epoch);
+    return tag + ":" + Hmac(member_secret, tag);
+  }
+
+  // The store guard (StoreServer::SetAuthorizer): see Assignment.member_credential.
+  Status AuthorizeStore(StoreAccess access, const std::string& key, const std::string& cred) {
+    const std::string world_root = "archi/world/";
+    const std::string world_prefix = world_root + plan.name + ":";
+    const std::string pipe_prefix = "archi/pipeline/" + plan.name + "/";
+    const bool in_world = key.starts_with(world_prefix);
+    const bool in_pipe = key.starts_with(pipe_prefix);
+    // A prefix (List, DeletePrefix) that covers the guarded keys is guarded too.
+    const bool covers = world_prefix.starts_with(key) || pipe_prefix.starts_with(key);
+    if (!in_world && !in_pipe && !covers) return Status::Ok();
+    if (cred.empty()) {
+      return UnauthenticatedError("store key '" + key + "' of pipeline " + plan.name +
+                                  " needs a member credential");
+    }
+    const size_t colon = cred.rfind(':');
+    const size_t dot = cred.rfind('.', colon);
+    if (colon == std::string::npos || dot == std::string::npos || dot == 0) {
+      return PermissionDeniedError("malformed member credential");
+    }
+    const std::string tag = cred.substr(0, colon);
+    const std::string id = cred.substr(0, dot);
+    const std::string mac = cred.substr(colon + 1);
+    const std::string want = Hmac(member_secret, tag);
+    unsigned diff = mac.size() == want.size() ? 0u : 1u;
+    for (size_t i = 0; i < want.size(); ++i) {
+      diff |= static_cast<unsigned>((i < mac.size() ? mac[i] : 0) ^ want[i]);
+    }
+    if (diff != 0) return PermissionDeniedError("invalid member credential for " + tag);
+    std::lock_guard lock(mu);
+    auto self = live.find(id);
+    if (self == live.end() || tag != id + "." + std::to_string(self->second.epoch) ||
+        self->second.stage < 0) {
+      return PermissionDeniedError("member " + tag + " is not a live assigned member (retired?)");
+    }
+    if (covers && !in_world && !in_pipe) {
+      if (access == StoreAccess::kRead) return Status::Ok();
+      return PermissionDeniedError("a member may not write the prefix '" + key + "'");
+    }
+    if (in_pipe) {
+      if (access == StoreAccess::kRead) return Status::Ok();
+      const std::string rest = key.substr(pipe_prefix.size());
+      if (rest == "members/" + id || rest == "alive/" + tag) return Status::Ok();
+      return PermissionDeniedError("member " + tag + " may not write '" + key + "'");
+    }
+    // A world key: "archi/world/<pipeline>:<up>.<inc>:<down>.<inc>[/...]".
+    const std::string name = key.substr(world_root.size(), key.find('/', world_root.size()) -
+                                                               world_root.size());
+    const size_t c1 = name.find(':'), c2 = name.find(':', c1 + 1);
+    if (c2 == std::string::npos || name.find(':', c2 + 1) != std::string::npos) {
+      return PermissionDeniedError("'" + name + "' is not a pipeline world name");
+    }
+    const std::string up = name.substr(c1 + 1, c2 - c1 - 1), down = name.substr(c2 + 1);
+    if (up != tag && down != tag) {
+      return PermissionDeniedError("world " + name + " does not include member " + tag);
+    }
+    const bool self_up = up == tag;
+    const std::string other = self_up ? down : up;
+    const size_t od = other.rfind('.');
+    const std::string other_id = other.substr(0, od == std::string::npos ? 0 : od);
+    const std::string other_inc = od == std::string::npos ? "" : other.substr(od + 1);
+    const int self_stage = self->second.stage;
+    int other_stage = -2;
+    if (other_id == "frontend") {
+      if (!frontend_incarnation.empty() && other_inc != frontend_incarnation) {
+        return PermissionDeniedError("world " + name + " names a frontend that is not this one");
+      }
+      other_stage = self_up ? plan.num_stages() : -1;  // the frontend is both ends of the pipe
+    } else if (auto o = live.find(other_id);
+               o != live.end() && std::to_string(o->second.epoch) == other_inc) {
+      other_stage = o->second.stage;
+    } else {
+      for (const auto& d : dead) {  // a world with a dead peer may still be cleaned up
+        if (d.spec.worker_id() == other_id && std::to_string(d.epoch) == other_inc) {
+          other_stage = d.stage;
+        }
+      }
+    }
+    if (other_stage == -2) {
+      return PermissionDeniedError("world " + name + ": " + other + " is no member of " +
+                                   plan.name);
+    }
+    const int up_stage = self_up ? self_stage : other_stage;
+    const int down_stage = self_up ? other_stage : self_stage;
+    if (down_stage != up_stage + 1) {
+      return PermissionDeniedError("world " + name + " does not join adjacent stages (" +
+                                   std::to_string(up_stage) + " -> " +
+                                   std::to_string(down_stage) + ")");
+    }
+    return Status::Ok();
+  }
+
   std::string WorldName(const std::string& up, const std::string& up_inc, const std::string& down,
                         const std::string& down_inc) const {
     return plan.name + ":" + up + "." + up_inc + ":" + down + "." + down_inc;
@@ -263,6 +377,7 @@ struct Coordinator::Impl {
     a->set_layer_begin(plan.stages[static_cast<size_t>(w.stage)].begin);
     a->set_layer_end(plan.stages[static_cast<size_t>(w.stage)].end);
     a->set_store_address(store_address);
+    if (!member_secret.empty()) a->set_member_credential(Credential(w.spec.worker_id(), w.epoch));
     for (auto& ws : WorldsOf(w.spec.worker_id(), w.epoch, w.stage)) *a->add_worlds() = ws;
     w.session->Send(std::move(m));
   }
@@ -1300,7 +1415,11 @@ Result<std::unique_ptr<Coordinator>> Coordinator::Create(CoordinatorOptions opti
     impl->policy = std::make_unique<policy::ReactivePolicy>(policy::ReactiveOptions{});
   }
   if (options.token.empty()) {
-    ARCHI_LOG_WARN("coordinator: no token: workers and admin clients are not authenticated");
+    ARCHI_LOG_WARN(
+        "coordinator: no token: workers and admin clients are not authenticated and the store "
+        "does not check member credentials");
+  } else {
+    impl->member_secret = Impl::Hmac(options.token, "archi-member/" + impl->plan.name);
   }
   if (!options.state_dir.empty()) ARCHI_RETURN_IF_ERROR(impl->OpenState());
   impl->worker_service = std::make_unique<WorkerService>(impl.get());
@@ -1335,5 +1454,14 @@ void Coordinator::SetFrontendMetrics(std::function<policy::FrontendMetrics()> so
 }
 
 void Coordinator::Shutdown() { impl_->Shutdown(); }
+
+StoreAuthorizer Coordinator::store_authorizer() {
+  if (impl_->member_secret.empty()) return nullptr;
+  Impl* impl = impl_.get();
+  return [impl](StoreAccess access, const std::string& key, const std::string& credential) {
+    return impl->AuthorizeStore(access, key, credential);
+  };
+}
+
 
 }  // namespace archi::coordinator

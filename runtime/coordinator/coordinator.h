@@ -39,6 +39,7 @@
 #include "runtime/core/store.h"
 #include "runtime/executor/plan.h"
 #include "runtime/policy/policy.h"
+#include "world/store_server.h"
 
 namespace grpc {
 class Service;
@@ -86,6 +87,13 @@ class Coordinator {
   // The gRPC services (Coordinator, CoordinatorAdmin) to register on a server. Valid for the life
   // of this object; the server must be shut down before this object is destroyed.
   std::vector<grpc::Service*> services();
+
+  // The guard of the rendezvous store the coordinator hosts (StoreServer::SetAuthorizer): with a
+  // token, members must present the credential of their assignment (Assignment.
+  // member_credential) and may write only their own registry entry and lease, and only worlds
+  // that pair them with a live (or just dead) member of an adjacent stage or the frontend; a
+  // retired epoch is refused. Null without a token. Valid for the life of this object.
+  StoreAuthorizer store_authorizer();
 
   // Embedded in a frontend: end-to-end metrics for the policy (admitted rate, p99). Optional.
   void SetFrontendMetrics(std::function<policy::FrontendMetrics()> source);

@@ -164,7 +164,8 @@ Status StageWorker::Run() {
   }
   InitMetrics();
   ARCHI_ASSIGN_OR_RETURN(auto store,
-                         StoreClient::Connect(options_.store_address, Deadline::AfterMs(10'000)));
+                         StoreClient::Connect(options_.store_address, Deadline::AfterMs(10'000),
+                                              options_.store_credential));
   const std::string plan_key = PlanKey(options_.pipeline);
   Status waited = store->Wait({plan_key}, Deadline::AfterMs(options_.plan_wait_ms));
   if (!waited.ok()) {

@@ -39,6 +39,9 @@ struct WorkerOptions {
   // Set by the coordinator's worker agent: the member incarnation (its fencing epoch) and a
   // callback for links that break (see NodeOptions). Empty: random incarnation, no callback.
   std::string incarnation;
+  // Sent with every store call (StoreClient::Connect): the coordinator's member credential,
+  // without which a store guarded by the coordinator refuses this member.
+  std::string store_credential;
   std::function<void(const std::string& world, const MemberInfo& peer, const Status& why)>
       on_link_broken;
 };

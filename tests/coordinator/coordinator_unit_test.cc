@@ -13,6 +13,8 @@
 #include "runtime/core/memory_store.h"
 #include "runtime/executor/node.h"
 #include "runtime/executor/wire.h"
+#include "world/store_client.h"
+#include "world/store_server.h"
 
 namespace archi::coordinator {
 namespace {
@@ -462,6 +464,64 @@ TEST_F(CoordinatorUnitTest, EmptiedStageBorrowsAReplicaUntilAnIdleWorkerArrives)
   ASSERT_TRUE(a.has_value());
   EXPECT_EQ(a->stage(), 1);
   EXPECT_EQ(Status().stages(1).target_replicas(), 2);
+}
+
+TEST_F(CoordinatorUnitTest, StoreAdmitsOnlyLiveMembersToTheirOwnKeysAndWorlds) {
+  CoordinatorOptions o;
+  o.token = "tok";
+  o.replicas = {1, 1, 0};
+  o.heartbeat_interval_ms = 50;
+  o.heartbeat_timeout_ms = 400;
+  Start(o);
+  auto srv = StoreServer::Start({});
+  ASSERT_TRUE(srv.ok()) << srv.status();
+  ASSERT_NE(coord_->store_authorizer(), nullptr);
+  (*srv)->SetAuthorizer(coord_->store_authorizer());
+  pb::RegisterResponse ra, rb;
+  ASSERT_TRUE(Register("a", &ra).ok());
+  ASSERT_TRUE(Register("b", &rb).ok());
+  auto a = Connect("a", ra.epoch());
+  auto b = Connect("b", rb.epoch());
+  ASSERT_TRUE(a->Heartbeat("idle"));
+  ASSERT_TRUE(b->Heartbeat("idle"));
+  auto aa = a->WaitAssignment(2000ms);
+  auto ab = b->WaitAssignment(2000ms);
+  ASSERT_TRUE(aa && ab);
+  ASSERT_FALSE(aa->member_credential().empty());
+  const std::string ta = "a." + std::to_string(ra.epoch()), tb = "b." + std::to_string(rb.epoch());
+  const auto d = [] { return Deadline::AfterMs(2000); };
+  auto mine = StoreClient::Connect((*srv)->address(), d(), aa->member_credential());
+  auto anon = StoreClient::Connect((*srv)->address(), d());
+  auto forged = StoreClient::Connect((*srv)->address(), d(), ta + ":" + std::string(64, '0'));
+  ASSERT_TRUE(mine.ok() && anon.ok() && forged.ok());
+  const std::string P = "archi/pipeline/unit/";
+  EXPECT_EQ((*anon)->Set(P + "members/a", "x", d()).code(), StatusCode::kUnauthenticated);
+  EXPECT_EQ((*anon)->List("archi/", d()).status().code(), StatusCode::kUnauthenticated);
+  EXPECT_TRUE((*anon)->Set("elsewhere/key", "x", d()).ok());  // not the pipeline's: unguarded
+  EXPECT_EQ((*forged)->Set(P + "members/a", "x", d()).code(), StatusCode::kPermissionDenied);
+  // Its own registry entry and lease; reading the registry; nobody else's entry.
+  EXPECT_TRUE((*mine)->Set(P + "members/a", "x", d()).ok());
+  EXPECT_TRUE((*mine)->Add(P + "alive/" + ta, 1, d()).ok());
+  EXPECT_TRUE((*mine)->List(P + "members/", d()).ok());
+  EXPECT_EQ((*mine)->Set(P + "members/b", "x", d()).code(), StatusCode::kPermissionDenied);
+  EXPECT_EQ((*mine)->DeletePrefix(P, d()).status().code(), StatusCode::kPermissionDenied);
+  // Worlds: only the one pairing it with its live neighbour, in stage order.
+  const bool a_up = aa->stage() < ab->stage();
+  const std::string up = a_up ? ta : tb, down = a_up ? tb : ta;
+  EXPECT_TRUE((*mine)->Add("archi/world/unit:" + up + ":" + down + "/epoch", 1, d()).ok());
+  EXPECT_EQ((*mine)->Add("archi/world/unit:" + down + ":" + up + "/epoch", 1, d()).status().code(),
+            StatusCode::kPermissionDenied);  // not adjacent in that direction
+  EXPECT_EQ((*mine)->Add("archi/world/unit:" + ta + ":zz.123/epoch", 1, d()).status().code(),
+            StatusCode::kPermissionDenied);  // a peer nobody assigned
+  EXPECT_EQ((*mine)->Add("archi/world/unit:" + tb + ":frontend.1/epoch", 1, d()).status().code(),
+            StatusCode::kPermissionDenied);  // a world it is not in
+  // a falls silent (b keeps heartbeating): its epoch is retired and its credential refused.
+  for (int i = 0; i < 20 && !a->ended; ++i) {
+    b->Heartbeat("ready", ab->assignment_id());
+    std::this_thread::sleep_for(50ms);
+  }
+  ASSERT_TRUE(WaitUntil([&] { return a->ended.load(); }, 2000ms));
+  EXPECT_EQ((*mine)->Set(P + "members/a", "y", d()).code(), StatusCode::kPermissionDenied);
 }
 
 TEST_F(CoordinatorUnitTest, UnauthenticatedOrMalformedClientsChangeNothing) {

@@ -85,6 +85,7 @@ int main(int argc, char** argv) {
   }
   auto coord = co::Coordinator::Create(o, plan, store, (*store_server)->address());
   if (!coord.ok()) return fail(coord.status());
+  (*store_server)->SetAuthorizer((*coord)->store_authorizer());  // member credentials (token)
   grpc::ServerBuilder builder;
   int port = 0;
   builder.AddListeningPort(listen, grpc::InsecureServerCredentials(), &port);
