@@ -8,6 +8,7 @@
 // outside the simulation (which never reads a clock).
 #include <CLI/CLI.hpp>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -25,6 +26,7 @@
 #include "runtime/policy/availability_forecast.h"
 #include "runtime/policy/parcae.h"
 #include "runtime/policy/reactive.h"
+#include "runtime/policy/registry.h"
 
 namespace archi::sim {
 namespace {
@@ -44,32 +46,22 @@ class StaticPolicy final : public policy::Policy {
   }
 };
 
-struct PolicyFlags {
-  policy::ReactiveOptions reactive;
-  // Filled by RunSim from the performance model and the reconfiguration costs.
-  policy::ParcaeOptions parcae;
-};
+// Per-policy options; RunSim fills `parcae` from the performance model and the costs.
+using PolicyFlags = policy::PolicyOptions;
 
-// --policy NAME -> factory. More policies (issue 9) plug in here.
-using PolicyFactory = std::function<Result<std::unique_ptr<policy::Policy>>(const PolicyFlags&)>;
-const std::map<std::string, PolicyFactory>& PolicyTable() {
-  static const std::map<std::string, PolicyFactory> table = {
-      {"reactive",
-       [](const PolicyFlags& f) -> Result<std::unique_ptr<policy::Policy>> {
-         ARCHI_RETURN_IF_ERROR(f.reactive.Validate());
-         return std::unique_ptr<policy::Policy>(std::make_unique<policy::ReactivePolicy>(f.reactive));
-       }},
-      {"parcae",
-       [](const PolicyFlags& f) -> Result<std::unique_ptr<policy::Policy>> {
-         ARCHI_RETURN_IF_ERROR(f.parcae.Validate());
-         return std::unique_ptr<policy::Policy>(std::make_unique<policy::ParcaePolicy>(f.parcae));
-       }},
-      {"static",
-       [](const PolicyFlags&) -> Result<std::unique_ptr<policy::Policy>> {
-         return std::unique_ptr<policy::Policy>(std::make_unique<StaticPolicy>());
-       }},
-  };
-  return table;
+// --policy NAME: the runtime/policy registry (the names archi-coordinator accepts too) plus
+// the simulator's own "static" baseline.
+std::vector<std::string> SimPolicyNames() {
+  std::vector<std::string> names = policy::PolicyNames();
+  names.push_back("static");
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+Result<std::unique_ptr<policy::Policy>> MakeSimPolicy(const std::string& name,
+                                                      const PolicyFlags& f) {
+  if (name == "static") return std::unique_ptr<policy::Policy>(std::make_unique<StaticPolicy>());
+  return policy::MakePolicy(name, f);
 }
 
 struct Flags {
@@ -359,11 +351,13 @@ Status RunSim(Flags f, const std::string& cmdline) {
   f.o.initial_fill = !f.no_initial_fill;
   ARCHI_ASSIGN_OR_RETURN(PerfModel perf, MakePerf(f));
   ARCHI_ASSIGN_OR_RETURN(ArrivalSpec arrivals, MakeArrivals(f, static_cast<double>(f.o.end_ms)));
-  auto it = PolicyTable().find(f.policy);
-  if (it == PolicyTable().end()) {
-    std::string names;
-    for (const auto& [n, _] : PolicyTable()) names += (names.empty() ? "" : ", ") + n;
-    return InvalidArgumentError("--policy '" + f.policy + "': known policies are " + names);
+  {
+    const std::vector<std::string> known = SimPolicyNames();
+    if (std::find(known.begin(), known.end(), f.policy) == known.end()) {
+      std::string names;
+      for (const std::string& n : known) names += (names.empty() ? "" : ", ") + n;
+      return InvalidArgumentError("--policy '" + f.policy + "': known policies are " + names);
+    }
   }
   // Parcae's pipeline model and migration costs from ours: a batch through the whole model on
   // one instance takes the unloaded pipeline time without the hand-overs; rebuilding worlds
@@ -376,7 +370,7 @@ Status RunSim(Flags f, const std::string& cmdline) {
   po.migration.move_stage_s = (f.o.costs.world_create_ms + f.o.costs.weight_load_ms) / 1000.0;
   po.migration.repartition_s = f.o.costs.repartition_ms / 1000.0;
   po.seed = f.o.seed;
-  ARCHI_ASSIGN_OR_RETURN(std::unique_ptr<policy::Policy> pol, it->second(f.pf));
+  ARCHI_ASSIGN_OR_RETURN(std::unique_ptr<policy::Policy> pol, MakeSimPolicy(f.policy, f.pf));
   // Availability forecast (per-minute usable nodes so far -> the next 10 minutes).
   std::string fc = f.forecast == "auto" ? (f.policy == "parcae" ? "arima110" : "none") : f.forecast;
   const int horizon = po.horizon;
@@ -505,7 +499,7 @@ int Main(int argc, char** argv) {
   app.add_option("--interval-ms", f.o.interval_ms, "timeline row length");
   app.add_option("--duration-ms", f.duration_ms, "last arrival time (default: the trace's end)");
   std::string policies;
-  for (const auto& [n, _] : PolicyTable()) policies += (policies.empty() ? "" : ", ") + n;
+  for (const std::string& n : SimPolicyNames()) policies += (policies.empty() ? "" : ", ") + n;
   app.add_option("--policy", f.policy, "scaling policy: " + policies);
   app.add_option("--forecast", f.forecast, "availability forecast handed to the policy: none, naive, arima110 (per-minute usable nodes, 10 minutes ahead); auto: arima110 for parcae, none otherwise");
   auto& ro = f.pf.reactive;
