@@ -21,6 +21,7 @@
 #include "bench/p2p/p2p_bench.h"
 #include "bench/pipeline/pipeline_bench.h"
 #include "bench/recovery/recovery_bench.h"
+#include "bench/replay/replay_bench.h"
 
 int main(int argc, char** argv) {
   using archi::bench::FaultsOptions;
@@ -239,10 +240,12 @@ int main(int argc, char** argv) {
                          "keep the run directory (process logs, plans) even on success");
 
   auto run_recovery = archi::bench::AddRecoveryCommands(app);  // recovery, control-plane
+  auto run_replay = archi::bench::AddReplayCommand(app);
 
   CLI11_PARSE(app, argc, argv);
 
   if (auto rc = run_recovery(command)) return *rc;
+  if (auto rc = run_replay(command)) return *rc;
 
   if (*pipeline_cmd) {
     pipeline.command = command;

@@ -417,6 +417,13 @@ class LoadGenerator::Impl {
     std::exponential_distribution<double> exp_gap(o_.rate_per_s > 0 ? o_.rate_per_s : 1.0);
     Clock::time_point next_send = t0_;
     const bool open = o_.mode == LoadOptions::Mode::kOpen;
+    const std::vector<double>& times = o_.send_times_ms;
+    size_t next_time = 0;
+    auto at_ms = [&](double ms) {
+      return t0_ + std::chrono::duration_cast<Clock::duration>(
+                       std::chrono::duration<double, std::milli>(ms));
+    };
+    if (!times.empty()) next_send = at_ms(times[0]);
     while (!st.stop_requested()) {
       auto now = Clock::now();
       if (open) {
@@ -428,9 +435,15 @@ class LoadGenerator::Impl {
           }
           if (!c) break;
           Launch(std::move(c));
-          const double gap_s = o_.poisson ? exp_gap(rng_) : 1.0 / o_.rate_per_s;
-          next_send +=
-              std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(gap_s));
+          if (!times.empty()) {
+            ++next_time;
+            next_send = next_time < times.size() ? at_ms(times[next_time])
+                                                 : Clock::time_point::max();
+          } else {
+            const double gap_s = o_.poisson ? exp_gap(rng_) : 1.0 / o_.rate_per_s;
+            next_send +=
+                std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(gap_s));
+          }
           now = Clock::now();
         }
       }
@@ -490,7 +503,18 @@ Result<std::unique_ptr<LoadGenerator>> LoadGenerator::Create(LoadOptions o) {
   if (o.mode == LoadOptions::Mode::kClosed && o.concurrency < 1) {
     return InvalidArgumentError("LoadGenerator: concurrency must be >= 1");
   }
-  if (o.mode == LoadOptions::Mode::kOpen && !(o.rate_per_s > 0)) {
+  if (!o.send_times_ms.empty()) {
+    if (o.mode != LoadOptions::Mode::kOpen) {
+      return InvalidArgumentError("LoadGenerator: send_times_ms needs the open loop");
+    }
+    for (size_t i = 0; i < o.send_times_ms.size(); ++i) {
+      if (!(o.send_times_ms[i] >= 0) || (i > 0 && o.send_times_ms[i] < o.send_times_ms[i - 1])) {
+        return InvalidArgumentError("LoadGenerator: send_times_ms must be ascending and >= 0");
+      }
+    }
+    if (o.max_requests <= 0) o.max_requests = static_cast<int64_t>(o.send_times_ms.size());
+  }
+  if (o.mode == LoadOptions::Mode::kOpen && o.send_times_ms.empty() && !(o.rate_per_s > 0)) {
     return InvalidArgumentError("LoadGenerator: rate_per_s must be > 0");
   }
   if (o.deadline_ms <= 0 || o.grace_ms < 0 || o.max_attempts < 1 || o.channels < 1) {

@@ -51,6 +51,9 @@ struct LoadOptions {
   int max_attempts = 1;          // > 1: resend after UNAVAILABLE while the deadline allows
   int channels = 1;              // gRPC channels (connections) the requests are spread over
   uint64_t seed = 1;             // open loop arrivals
+  // Open loop: when not empty, request i is sent at send_times_ms[i] (ms after Start, ascending)
+  // instead of at rate_per_s; max_requests defaults to its size (archi-bench replay).
+  std::vector<double> send_times_ms;
   // > 0: reconnect to a server that went away after at most this long (gRPC's channel backoff:
   // 100 ms first, growing to this); 0: gRPC's defaults (1 s first, growing to 120 s).
   int64_t max_reconnect_backoff_ms = 0;
