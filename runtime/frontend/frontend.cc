@@ -226,6 +226,7 @@ Status Frontend::Impl::Init() {
     ARCHI_ASSIGN_OR_RETURN(coord, coordinator::Coordinator::Create(options.coordinator_options,
                                                                    plan, store, store_addr));
     coord->SetFrontendMetrics([this] { return RecentMetrics(); });
+    coord->SetMetrics(metrics.get());  // a disabled registry unless --metrics-listen
     // With a token, the embedded store admits members only with their assignment's credential.
     if (store_server) store_server->SetAuthorizer(coord->store_authorizer());
   }

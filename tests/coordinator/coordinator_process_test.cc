@@ -17,7 +17,9 @@
 #include <thread>
 
 #include "bench/harness/coordinated_cluster.h"
+#include "bench/harness/http_get.h"
 #include "bench/harness/load_generator.h"
+#include "bench/harness/ready_file.h"
 #include "proto/coordinator.grpc.pb.h"
 #include "runtime/model/model.h"
 
@@ -60,7 +62,8 @@ class CoordinatorProcessTest : public ::testing::Test {
 
   std::unique_ptr<CoordinatedCluster> StartCluster(const std::string& name,
                                                    std::vector<int> replicas, int idle,
-                                                   int64_t extra_compute_ms = 3) {
+                                                   int64_t extra_compute_ms = 3,
+                                                   std::vector<std::string> frontend_args = {}) {
     const fs::path dir = *root_ / name;
     fs::create_directories(dir);
     std::ofstream plan(dir / "plan.yaml");
@@ -76,6 +79,7 @@ class CoordinatorProcessTest : public ::testing::Test {
     o.idle = idle;
     o.token = "test-token";
     o.extra_worker_args = {"--extra-compute-ms", std::to_string(extra_compute_ms)};
+    o.extra_frontend_args = std::move(frontend_args);
     auto c = CoordinatedCluster::Start(o);
     EXPECT_TRUE(c.ok()) << c.status();
     return c.ok() ? std::move(*c) : nullptr;
@@ -124,7 +128,7 @@ class CoordinatorProcessTest : public ::testing::Test {
 fs::path* CoordinatorProcessTest::root_ = nullptr;
 
 TEST_F(CoordinatorProcessTest, KilledReplicaIsReplacedFromTheIdlePoolWithoutLoss) {
-  auto c = StartCluster("kill", {1, 2, 1}, /*idle=*/1);
+  auto c = StartCluster("kill", {1, 2, 1}, /*idle=*/1, 3, {"--metrics-listen", "127.0.0.1:0"});
   ASSERT_NE(c, nullptr);
   auto s0 = c->GetStatus(Deadline::AfterMs(5000));
   ASSERT_TRUE(s0.ok()) << s0.status();
@@ -176,6 +180,21 @@ TEST_F(CoordinatorProcessTest, KilledReplicaIsReplacedFromTheIdlePoolWithoutLoss
     for (const auto& l : w.links()) EXPECT_NE(l, tag) << w.worker_id() << " still links the dead";
   }
   EXPECT_EQ(s->stages(1).ready_replicas(), 2);
+  // The coordinator's Prometheus metrics (served by the frontend) counted it.
+  auto ready = harness::WaitReadyFile(c->options().work_dir + "/frontend.ready",
+                                      Deadline::AfterMs(1000));
+  ASSERT_TRUE(ready.ok()) << ready.status();
+  const std::string text = harness::HttpGet((*ready)["metrics"].get<std::string>(), "/metrics");
+  const std::string pl = "pipeline=\"kill\"";
+  EXPECT_EQ(harness::PrometheusSample(text, "archi_coordinator_workers_dead_total",
+                                      {pl, "cause=\"session\""}),
+            1)
+      << text;
+  EXPECT_EQ(harness::PrometheusSample(text, "archi_coordinator_recoveries_total", {pl}), 1);
+  EXPECT_EQ(harness::PrometheusSample(text, "archi_coordinator_stage_ready_replicas",
+                                      {pl, "stage=\"1\""}),
+            2);
+  EXPECT_EQ(harness::PrometheusSample(text, "archi_coordinator_registrations_total", {pl}), 5);
 }
 
 TEST_F(CoordinatorProcessTest, HungReplicaIsFencedAndComesBackAsANewIdleWorker) {

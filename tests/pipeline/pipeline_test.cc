@@ -21,6 +21,7 @@
 #include <sstream>
 #include <thread>
 
+#include "bench/harness/http_get.h"
 #include "bench/harness/load_generator.h"
 #include "bench/harness/local_cluster.h"
 #include "bench/harness/process.h"
@@ -449,45 +450,10 @@ TEST_F(PipelineTest, WorkersSurviveAFrontendRestart) {
   (*fe2)->Signal(SIGTERM).IgnoreError();
 }
 
-// GET http://addr/path over a plain socket (the test's own tiny client). "" on failure.
-std::string HttpGet(const std::string& addr, const std::string& path) {
-  const auto colon = addr.rfind(':');
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  a.sin_port = htons(static_cast<uint16_t>(std::stoi(addr.substr(colon + 1))));
-  timeval tv{5, 0};
-  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-  if (connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0) {
-    close(fd);
-    return "";
-  }
-  const std::string req = "GET " + path + " HTTP/1.0\r\nHost: " + addr + "\r\n\r\n";
-  if (write(fd, req.data(), req.size()) != static_cast<ssize_t>(req.size())) {
-    close(fd);
-    return "";
-  }
-  std::string out;
-  char buf[4096];
-  ssize_t n;
-  while ((n = read(fd, buf, sizeof(buf))) > 0) out.append(buf, static_cast<size_t>(n));
-  close(fd);
-  return out;
-}
-
-// The value of the first sample of `name` whose labels contain every `label` ("k=\"v\"").
+using harness::HttpGet;
 double Sample(const std::string& text, const std::string& name,
               const std::vector<std::string>& labels) {
-  std::istringstream in(text);
-  std::string line;
-  while (std::getline(in, line)) {
-    if (!line.starts_with(name + "{") && !line.starts_with(name + " ")) continue;
-    bool all = true;
-    for (const auto& l : labels) all = all && line.find(l) != std::string::npos;
-    if (all) return std::stod(line.substr(line.rfind(' ') + 1));
-  }
-  return -1;
+  return harness::PrometheusSample(text, name, labels);
 }
 
 // Prometheus /metrics of the frontend and of a worker count what happened.
