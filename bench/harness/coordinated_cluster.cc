@@ -67,9 +67,16 @@ Result<std::unique_ptr<CoordinatedCluster>> CoordinatedCluster::Start(
   std::unique_ptr<CoordinatedCluster> c(new CoordinatedCluster(o));
   {
     std::lock_guard lock(c->mu_);
+    if (o.standalone_coordinator) {
+      ARCHI_RETURN_IF_ERROR(
+          c->StartCoordinatorLocked(o.listen_host + ":0", o.listen_host + ":0", deadline));
+      c->o_.extra_frontend_args.insert(c->o_.extra_frontend_args.begin(),
+                                       {"--store", c->store_address_, "--no-coordinator"});
+    }
     ARCHI_RETURN_IF_ERROR(c->StartFrontendLocked(o.listen_host + ":0", deadline));
+    if (!o.standalone_coordinator) c->coordinator_address_ = c->grpc_address_;
   }
-  c->client_ = std::make_unique<Client>(c->grpc_address_, o.token);
+  c->client_ = std::make_unique<Client>(c->coordinator_address_, o.token);
   ARCHI_ASSIGN_OR_RETURN(auto st0, c->GetStatus(deadline));
   int total = 0;
   std::vector<int> target;
@@ -162,10 +169,64 @@ Status CoordinatedCluster::Scale(int stage, int replicas, Deadline deadline) {
                      "CoordinatorAdmin.Scale");
 }
 
+Status CoordinatedCluster::StartCoordinatorLocked(const std::string& listen,
+                                                  const std::string& store_listen,
+                                                  Deadline deadline) {
+  if (o_.coordinator_bin.empty()) {
+    o_.coordinator_bin = (fs::path(o_.frontend_bin).parent_path().parent_path() / "coordinator" /
+                          "archi-coordinator")
+                             .string();
+  }
+  std::error_code ec;
+  const std::string ready = o_.work_dir + "/coordinator.ready";
+  fs::remove(ready, ec);
+  std::vector<std::string> args = {"--plan",         o_.plan_path, "--listen",     listen,
+                                   "--store-listen", store_listen, "--ready-file", ready};
+  if (!o_.replicas.empty()) {
+    std::string r;
+    for (size_t i = 0; i < o_.replicas.size(); ++i) {
+      r += (i ? "," : "") + std::to_string(o_.replicas[i]);
+    }
+    args.insert(args.end(), {"--replicas", r});
+  }
+  if (!o_.token.empty()) args.insert(args.end(), {"--token", o_.token});
+  args.insert(args.end(), o_.extra_coordinator_args.begin(), o_.extra_coordinator_args.end());
+  ARCHI_ASSIGN_OR_RETURN(coordinator_,
+                         Process::Spawn({.binary = o_.coordinator_bin,
+                                         .args = args,
+                                         .env = o_.env,
+                                         .log_path = o_.work_dir + "/coordinator.log"}));
+  ARCHI_ASSIGN_OR_RETURN(auto j, WaitReadyFile(ready, deadline, coordinator_.get()));
+  coordinator_address_ = j.at("grpc").get<std::string>();
+  store_address_ = j.at("store").get<std::string>();
+  return Status::Ok();
+}
+
+Status CoordinatedCluster::RestartCoordinator(Deadline deadline) {
+  std::lock_guard lock(mu_);
+  if (stopped_) return FailedPreconditionError("cluster stopped");
+  if (!o_.standalone_coordinator) return FailedPreconditionError("no standalone coordinator");
+  if (coordinator_) {
+    auto exited = coordinator_->WaitExit(Deadline::AfterMs(
+        std::min<int64_t>(2000, std::max<int64_t>(1, deadline.RemainingMs().count()))));
+    if (!exited.ok()) return FailedPreconditionError("the coordinator is still running");
+    coordinator_.reset();
+  }
+  const std::string grpc = coordinator_address_, store = store_address_;
+  while (true) {  // the old sockets went with the process; retry briefly if a port is not free
+    Status s = StartCoordinatorLocked(grpc, store, deadline);
+    if (s.ok()) return Status::Ok();
+    if (deadline.Expired()) return s;
+    if (coordinator_) coordinator_->Terminate(Millis(500));
+    coordinator_.reset();
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+}
+
 Result<std::string> CoordinatedCluster::SpawnLocked(const WorkerLaunch& launch) {
   if (stopped_) return FailedPreconditionError("cluster stopped");
   const std::string id = "w" + std::to_string(next_++);
-  std::vector<std::string> args = {"--coordinator", grpc_address_, "--id", id,
+  std::vector<std::string> args = {"--coordinator", coordinator_address_, "--id", id,
                                    "--status-file", o_.work_dir + "/" + id + ".status",
                                    "--threads", std::to_string(o_.worker_threads)};
   if (!o_.token.empty()) args.insert(args.end(), {"--token", o_.token});
@@ -203,6 +264,7 @@ Status CoordinatedCluster::Kill(const std::string& id, int sig) {
 Process* CoordinatedCluster::process(const std::string& id) {
   std::lock_guard lock(mu_);
   if (id == "frontend") return frontend_.get();
+  if (id == "coordinator") return coordinator_.get();
   auto it = workers_.find(id);
   return it == workers_.end() ? nullptr : it->second.get();
 }
@@ -281,18 +343,20 @@ std::string CoordinatedCluster::StatusText(const proto::CoordinatorStatusRespons
 
 std::vector<std::string> CoordinatedCluster::Stop(Millis grace) {
   std::map<std::string, std::unique_ptr<Process>> workers;
-  std::unique_ptr<Process> frontend;
+  std::unique_ptr<Process> frontend, coordinator;
   {
     std::lock_guard lock(mu_);
     if (stopped_) return {};
     stopped_ = true;
     workers.swap(workers_);
     frontend.swap(frontend_);
+    coordinator.swap(coordinator_);
   }
   std::vector<std::string> out;
   for (auto& [id, p] : workers) p->Signal(SIGTERM).IgnoreError();
   for (auto& [id, p] : workers) out.push_back(id + ": " + p->Terminate(grace).ToString());
   if (frontend) out.push_back("frontend: " + frontend->Terminate(grace).ToString());
+  if (coordinator) out.push_back("coordinator: " + coordinator->Terminate(grace).ToString());
   return out;
 }
 

@@ -47,6 +47,12 @@ struct CoordinatedClusterOptions {
   // Address the frontend's gRPC server and embedded store listen on (port 0 each). A host-side
   // veth address when a worker runs in a network namespace (archi-bench recovery, netns tests).
   std::string listen_host = "127.0.0.1";
+  // Run the coordinator standalone (archi-coordinator: it hosts the store, or uses the one given
+  // with "--store" in extra_coordinator_args) instead of embedded in the frontend; the frontend
+  // gets --store <that store> --no-coordinator.
+  bool standalone_coordinator = false;
+  std::string coordinator_bin;  // empty: next to the frontend's build dir
+  std::vector<std::string> extra_coordinator_args;  // e.g. {"--state-dir", DIR}
 };
 
 // How one worker process is started beyond the cluster's options: a command prefix (e.g.
@@ -64,7 +70,10 @@ class CoordinatedCluster {
   static Result<std::unique_ptr<CoordinatedCluster>> Start(CoordinatedClusterOptions options);
   ~CoordinatedCluster();
 
-  const std::string& frontend_address() const { return grpc_address_; }  // also the coordinator
+  const std::string& frontend_address() const { return grpc_address_; }
+  // Where workers and admin clients reach the coordinator (the frontend's address when embedded).
+  const std::string& coordinator_address() const { return coordinator_address_; }
+  const std::string& store_address() const { return store_address_; }  // standalone only
   const CoordinatedClusterOptions& options() const { return o_; }
 
   // Starts one more worker (it registers and joins the idle pool, or is assigned at once when a
@@ -76,7 +85,10 @@ class CoordinatedCluster {
   // fresh embedded coordinator and store: workers reconnect, are refused their old epochs and
   // register afresh), then waits for its ready file. Does not wait for the workers.
   Status RestartFrontend(Deadline deadline);
-  Status Kill(const std::string& id, int sig);  // "frontend" names the frontend
+  // Standalone coordinator only: after it died (kill -9), reaps it and starts a new one with the
+  // same arguments on the same gRPC and store addresses, and waits for its ready file.
+  Status RestartCoordinator(Deadline deadline);
+  Status Kill(const std::string& id, int sig);  // "frontend", "coordinator" name those
   Process* process(const std::string& id);
   std::vector<std::string> worker_ids() const;
 
@@ -100,9 +112,14 @@ class CoordinatedCluster {
   explicit CoordinatedCluster(CoordinatedClusterOptions o);
   Result<std::string> SpawnLocked(const WorkerLaunch& launch = {});
   Status StartFrontendLocked(const std::string& listen, Deadline deadline);
+  Status StartCoordinatorLocked(const std::string& listen, const std::string& store_listen,
+                                Deadline deadline);
 
   CoordinatedClusterOptions o_;
   std::string grpc_address_;
+  std::string coordinator_address_;
+  std::string store_address_;  // the standalone coordinator's store
+  std::unique_ptr<Process> coordinator_;
   std::unique_ptr<Client> client_;
   mutable std::mutex mu_;
   std::unique_ptr<Process> frontend_;

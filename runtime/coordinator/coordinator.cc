@@ -1008,8 +1008,12 @@ struct Coordinator::Impl {
         options.slo_p99_ms = st->policy().slo_p99_ms();
         memory = FromProto(st->policy());
       }
-      const int grace = options.resume_grace_ms > 0 ? options.resume_grace_ms
-                                                    : 3 * options.heartbeat_timeout_ms;
+      // Agents retry their resume with backoff (up to 2 s between tries) and gRPC's reconnect
+      // backoff on top: 4-8 s after a restart on a loaded host. A serving worker that really
+      // died is declared dead sooner, when a neighbour reports its world broken.
+      const int grace = options.resume_grace_ms > 0
+                            ? options.resume_grace_ms
+                            : std::max(3 * options.heartbeat_timeout_ms, 15'000);
       for (const auto& d : st->live()) {
         WorkerEntry w = FromDurable(d);
         w.last_hb_ms = now;

@@ -71,7 +71,7 @@ struct CoordinatorOptions {
   // dead. The state's targets and policy win over `replicas` and `policy`. Empty: nothing
   // survives a restart (every worker's resume is refused; they stop serving and register afresh).
   std::string state_dir;
-  int resume_grace_ms = 0;          // 0: 3 heartbeat timeouts
+  int resume_grace_ms = 0;          // 0: 3 heartbeat timeouts, at least 15 s
   uint64_t snapshot_every = 10'000;  // log records between snapshots
 };
 
