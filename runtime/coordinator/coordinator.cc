@@ -369,9 +369,9 @@ struct Coordinator::Impl {
     const int self_stage = self->second.stage;
     int other_stage = -2;
     if (other_id == "frontend") {
-      if (!frontend_incarnation.empty() && other_inc != frontend_incarnation) {
-        return PermissionDeniedError("world " + name + " names a frontend that is not this one");
-      }
+      // Any incarnation: the registry's current one may be newer than what the control thread
+      // last read (a restarted frontend), and a world with a frontend that is not there is
+      // joined by nobody.
       other_stage = self_up ? plan.num_stages() : -1;  // the frontend is both ends of the pipe
     } else if (auto o = live.find(other_id);
                o != live.end() && std::to_string(o->second.epoch) == other_inc) {
