@@ -99,9 +99,10 @@ class SimWorker final : public grpc::ClientBidiReactor<pb::WorkerMessage, pb::Co
   pb::CoordinatorMessage in_;
   pb::WorkerMessage out_;
   std::mutex mu_;
-  bool started_ = false, writing_ = false, pending_ = false, done_ = false;
+  bool started_ = false, writing_ = false, pending_ = false, done_ = false, ended_ = false;
   uint64_t epoch_ = 0;
   uint64_t assignment_id_ = 0;
+  int64_t last_write_us_ = 0;  // when this worker last started a write
   std::string state_ = "idle";
 };
 
@@ -122,9 +123,12 @@ class Fleet {
   }
   ~Fleet() { Shutdown(Deadline::AfterMs(10'000)); }
 
-  // Registers every worker, at most `window` registrations outstanding.
-  void RegisterAll(int window) {
+  // Registers every worker, at most `window` registrations outstanding and `rate` a second.
+  void RegisterAll(int window, double rate) {
+    const auto t0 = std::chrono::steady_clock::now();
     for (size_t i = 0; i < workers_.size(); ++i) {
+      std::this_thread::sleep_until(
+          t0 + std::chrono::microseconds(static_cast<int64_t>(1e6 * static_cast<double>(i) / rate)));
       {
         std::unique_lock lock(mu_);
         cv_.wait(lock, [&] { return reg_outstanding_ < window; });
@@ -181,6 +185,14 @@ class Fleet {
     cv_.notify_all();
   }
   void CountHeartbeat() { heartbeats_.fetch_add(1, std::memory_order_relaxed); }
+  void CountAck() { acks_.fetch_add(1, std::memory_order_relaxed); }
+  // The longest time between two writes of one worker: the simulated side's own lateness.
+  void NoteGap(int64_t us) {
+    int64_t cur = max_gap_us_.load(std::memory_order_relaxed);
+    while (us > cur && !max_gap_us_.compare_exchange_weak(cur, us)) {
+    }
+  }
+  std::atomic<int64_t> max_gap_us_{0};
 
   struct Assign {
     int64_t us;
@@ -200,6 +212,7 @@ class Fleet {
   std::vector<Assign> assigns_;
   std::mutex mu_;
   std::atomic<int64_t> heartbeats_{0};
+  std::atomic<int64_t> acks_{0};  // HeartbeatAcks received: heartbeats the coordinator handled
 
  private:
   std::condition_variable cv_;
@@ -258,7 +271,7 @@ void SimWorker::Cancel() {
 
 void SimWorker::Heartbeat() {
   std::lock_guard lock(mu_);
-  if (!started_ || done_) return;
+  if (!started_ || done_ || ended_) return;
   if (writing_) {
     pending_ = true;
     return;
@@ -274,6 +287,9 @@ void SimWorker::WriteLocked() {
   hb->set_state(state_);
   hb->set_assignment_id(assignment_id_);
   writing_ = true;
+  const int64_t now = NowUs();
+  if (last_write_us_ > 0) fleet_->NoteGap(now - last_write_us_);
+  last_write_us_ = now;
   fleet_->CountHeartbeat();
   StartWrite(&out_);
 }
@@ -289,7 +305,12 @@ void SimWorker::OnWriteDone(bool ok) {
 }
 
 void SimWorker::OnReadDone(bool ok) {
-  if (!ok) return;
+  if (!ok) {
+    std::lock_guard lock(mu_);
+    ended_ = true;  // the coordinator ended the session: stop heartbeating
+    return;
+  }
+  if (in_.has_ack()) fleet_->CountAck();
   int assigned_stage = -1;
   {
     std::lock_guard lock(mu_);
@@ -395,7 +416,9 @@ struct Row {
   int n = 0, stages = 0, targets = 0;
   double register_s = 0, assigned_s = 0, all_ready_s = 0;
   double cores = 0, self_cores = 0, window_s = 0;
-  double hb_per_s = 0;
+  double hb_per_s = 0, ack_per_s = 0;
+  double max_gap_ms = 0;  // longest gap between two heartbeats of one simulated worker
+  int live = 0;  // workers not dead at the end of the window
   Summary status_ms;
   size_t status_bytes = 0;
   Summary scale_ms;
@@ -408,9 +431,16 @@ struct Row {
 Result<Row> RunOne(const ControlPlaneOptions& o, int n, const std::string& dir) {
   Row row;
   row.n = n;
-  const int idle = std::min(o.idle, std::max(0, n - 3));
-  row.targets = n - idle;
-  row.stages = std::max(3, (row.targets + 249) / 250);
+  int idle;
+  if (o.assign_all) {
+    idle = std::min(o.idle, std::max(0, n - 3));
+    row.targets = n - idle;
+    row.stages = std::max(3, (row.targets + 249) / 250);
+  } else {
+    row.stages = 3;
+    row.targets = std::min(n - 1, 3 * o.replicas_per_stage);
+    idle = n - row.targets;
+  }
   ARCHI_RETURN_IF_ERROR(MakeDirs(dir));
   model::ModelConfig c;
   c.architecture = model::Architecture::kBertEncoder;
@@ -463,8 +493,8 @@ Result<Row> RunOne(const ControlPlaneOptions& o, int n, const std::string& dir) 
   Admin admin(target);
   auto fleet = std::make_unique<Fleet>(target, n, o.channels);
   const auto t0 = Clock::now();
-  fleet->RegisterAll(256);
   fleet->StartHeartbeats(o.heartbeat_interval_ms);
+  fleet->RegisterAll(256, o.register_rate);
   const int targets = row.targets;
   if (!fleet->WaitFor([&] { return fleet->registered_ + fleet->register_failed_ >= n; },
                       Deadline::AfterMs(120'000))) {
@@ -506,7 +536,7 @@ Result<Row> RunOne(const ControlPlaneOptions& o, int n, const std::string& dir) 
   // Steady window: heartbeats only (plus one Status a second).
   std::this_thread::sleep_for(std::chrono::milliseconds(2000));
   const double cpu0 = CpuSeconds(cpid), self0 = CpuSeconds(getpid());
-  const int64_t hb0 = fleet->heartbeats_.load();
+  const int64_t hb0 = fleet->heartbeats_.load(), ack0 = fleet->acks_.load();
   const auto w0 = Clock::now();
   std::vector<double> status_ms;
   while (MsSince(w0) < o.window_s * 1000) {
@@ -525,11 +555,19 @@ Result<Row> RunOne(const ControlPlaneOptions& o, int n, const std::string& dir) 
   row.cores = (CpuSeconds(cpid) - cpu0) / row.window_s;
   row.self_cores = (CpuSeconds(getpid()) - self0) / row.window_s;
   row.hb_per_s = static_cast<double>(fleet->heartbeats_.load() - hb0) / row.window_s;
+  row.ack_per_s = static_cast<double>(fleet->acks_.load() - ack0) / row.window_s;
+  {
+    pb::CoordinatorStatusResponse st;
+    if (admin.Status(&st).ok()) {
+      for (const auto& w : st.workers()) row.live += w.state() != "dead";
+    }
+  }
   row.status_ms = Summarize(status_ms);
-  std::printf("[control-plane] N=%d: coordinator %.3f cores over %.1f s (%.0f heartbeats/s); "
-              "Status median %.1f ms (%zu bytes); this process %.2f cores\n",
-              n, row.cores, row.window_s, row.hb_per_s, row.status_ms.median, row.status_bytes,
-              row.self_cores);
+  std::printf("[control-plane] N=%d: coordinator %.3f cores over %.1f s (%.0f heartbeats/s sent, "
+              "%.0f acknowledged; %d workers live); Status median %.1f ms (%zu bytes); this "
+              "process %.2f cores\n",
+              n, row.cores, row.window_s, row.hb_per_s, row.ack_per_s, row.live,
+              row.status_ms.median, row.status_bytes, row.self_cores);
   std::fflush(stdout);
 
   // Scale trials: stage 0 one replica up at a time; the assignment reaches an idle worker.
@@ -577,6 +615,7 @@ Result<Row> RunOne(const ControlPlaneOptions& o, int n, const std::string& dir) 
   if (admin.Status(&fin).ok()) {
     for (const auto& w : fin.workers()) row.dead += w.state() == "dead";
   }
+  row.max_gap_ms = static_cast<double>(fleet->max_gap_us_.load()) / 1000;
   row.decide_ms = DecideMs(n, row.stages, idle, 20, &row.decide_actions);
   std::printf("[control-plane] N=%d: reactive Decide median %.3f ms (%zu actions planned)\n", n,
               row.decide_ms, row.decide_actions);
@@ -616,43 +655,58 @@ int RunControlPlane(ControlPlaneOptions o) {
     if (!r.ok()) return fail(r.status());
     rows.push_back(*r);
   }
-  MarkdownTable t({"workers", "stages", "all registered s", "all assigned s", "all ready (Status) s",
-                   "heartbeats/s", "coordinator cores", "Status p50 / max ms (bytes)",
+  MarkdownTable t({"workers", "stages x replicas", "all registered s", "all assigned s", "all ready (Status) s",
+                   "heartbeats/s acked (live workers)", "coordinator cores", "Status p50 / max ms (bytes)",
                    "Scale -> assignment p50 / max ms", "reactive Decide ms", "dead / failed sessions"},
                   {true, true, true, true, true, true, true, true, true, true, true});
   std::string csv =
-      "workers,stages,register_s,assigned_s,all_ready_s,heartbeats_per_s,coordinator_cores,"
+      "workers,stages,assigned_target,register_s,assigned_s,all_ready_s,heartbeats_per_s,"
+      "acks_per_s,live,coordinator_cores,"
       "bench_process_cores,window_s,status_p50_ms,status_max_ms,status_bytes,scale_p50_ms,"
-      "scale_max_ms,scale_n,decide_ms,decide_actions,dead,sessions_failed\n";
+      "scale_max_ms,scale_n,decide_ms,decide_actions,dead,sessions_failed,max_hb_gap_ms\n";
   std::string notes;
   for (const auto& r : rows) {
-    t.AddRow({std::to_string(r.n), std::to_string(r.stages), Fmt("%.2f", r.register_s),
-              Fmt("%.2f", r.assigned_s), Fmt("%.2f", r.all_ready_s), Fmt("%.0f", r.hb_per_s),
+    t.AddRow({std::to_string(r.n), Fmt("%d x %d", r.stages, (r.targets + r.stages - 1) / r.stages),
+              Fmt("%.2f", r.register_s),
+              Fmt("%.2f", r.assigned_s), Fmt("%.2f", r.all_ready_s),
+              Fmt("%.0f (%d)", r.ack_per_s, r.live),
               Fmt("%.3f", r.cores),
               Fmt("%.1f / %.1f (%zu)", r.status_ms.median, r.status_ms.max, r.status_bytes),
               Fmt("%.1f / %.1f", r.scale_ms.median, r.scale_ms.max), Fmt("%.3f", r.decide_ms),
               Fmt("%d / %d", r.dead, r.sessions_failed)});
-    csv += Fmt("%d,%d,%.3f,%.3f,%.3f,%.1f,%.4f,%.4f,%.2f,%.2f,%.2f,%zu,%.2f,%.2f,%zu,%.4f,%zu,%d,%d\n",
-               r.n, r.stages, r.register_s, r.assigned_s, r.all_ready_s, r.hb_per_s, r.cores,
+    csv += Fmt("%d,%d,%d,%.3f,%.3f,%.3f,%.1f,%.1f,%d,%.4f,%.4f,%.2f,%.2f,%.2f,%zu,%.2f,%.2f,%zu,%.4f,%zu,%d,%d,%.0f\n",
+               r.n, r.stages, r.targets, r.register_s, r.assigned_s, r.all_ready_s, r.hb_per_s,
+               r.ack_per_s, r.live, r.cores,
                r.self_cores, r.window_s, r.status_ms.median, r.status_ms.max, r.status_bytes,
                r.scale_ms.median, r.scale_ms.max, r.scale_ms.n, r.decide_ms, r.decide_actions,
-               r.dead, r.sessions_failed);
+               r.dead, r.sessions_failed, r.max_gap_ms);
     if (!r.note.empty()) notes += Fmt("- N=%d:%s\n", r.n, r.note.c_str());
     notes += Fmt("- N=%d: this benchmark process (the simulated workers) used %.2f cores in the "
-                 "same window\n",
-                 r.n, r.self_cores);
+                 "same window; the longest gap between two heartbeats sent by one simulated worker "
+                 "over the whole run: %.0f ms\n",
+                 r.n, r.self_cores, r.max_gap_ms);
   }
   std::string md = "## archi-bench control-plane\n\n";
   md += Fmt("Generated by `%s` on %s (%.0f s).\n\n", JoinArgs(o.command).c_str(),
             NowUtc().c_str(), MsSince(t0) / 1000);
   md += t.ToString() + "\n" + notes;
+  md += o.assign_all
+            ? Fmt("- plan: max(3, ceil((N - %d) / 250)) stages filled with all but %d workers "
+                  "(--assign-all; each replica links with every replica of the neighbouring "
+                  "stages)\n",
+                  o.idle, o.idle)
+            : Fmt("- plan: 3 stages x %d replicas; every other worker registered, idle and "
+                  "heartbeating\n",
+                  o.replicas_per_stage);
   md += Fmt("- archi-coordinator as a child process, heartbeat interval %d ms, timeout %d ms; "
-            "simulated workers in this process over %d gRPC channels; coordinator cores = "
+            "simulated workers in this process over %d gRPC channels, registering at %.0f/s; "
+            "coordinator cores = "
             "(utime + stime) / wall over a %.0f s steady window that starts 2 s after every "
             "stage was ready (one Status call a second in it); Scale -> assignment: admin "
             "Scale(stage 0, +1) until the Assignment reached a simulated idle worker; Decide: "
             "ReactivePolicy::Decide in this process at the same N (every stage overloaded)\n",
-            o.heartbeat_interval_ms, o.heartbeat_timeout_ms, o.channels, o.window_s);
+            o.heartbeat_interval_ms, o.heartbeat_timeout_ms, o.channels, o.register_rate,
+            o.window_s);
   md += Fmt("- machine: %s; load average %s at the start, %s at the end\n",
             DescribeMachine(GetMachineInfo()).c_str(), load_before.c_str(),
             LoadAverage1().c_str());

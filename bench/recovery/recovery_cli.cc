@@ -81,9 +81,18 @@ std::function<std::optional<int>(const std::vector<std::string>&)> AddRecoveryCo
       ->delimiter(',')
       ->capture_default_str()
       ->check(CLI::Range(4, 20'000));
-  cc->add_option("--idle", cp->idle, "workers left idle (the Scale trials take from them)")
+  cc->add_option("--replicas-per-stage", cp->replicas_per_stage,
+                 "replicas of each of the 3 stages; every other worker stays idle")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 256));
+  cc->add_flag("--assign-all", cp->assign_all,
+               "fill ceil((N - idle) / 250) stages with all but --idle workers instead");
+  cc->add_option("--idle", cp->idle, "--assign-all: workers left idle (the Scale trials take from them)")
       ->capture_default_str()
       ->check(CLI::Range(1, 1000));
+  cc->add_option("--register-rate", cp->register_rate, "registrations per second")
+      ->capture_default_str()
+      ->check(CLI::Range(1.0, 1e6));
   cc->add_option("--channels", cp->channels, "gRPC channels (connections) for the sessions")
       ->capture_default_str()
       ->check(CLI::Range(1, 256));
