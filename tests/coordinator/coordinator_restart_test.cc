@@ -10,10 +10,12 @@
 #include <unistd.h>
 
 #include <filesystem>
+#include <fstream>
 #include <thread>
 
 #include "proto/coordinator.grpc.pb.h"
 #include "runtime/coordinator/coordinator.h"
+#include "runtime/coordinator/wal.h"
 #include "runtime/core/memory_store.h"
 #include "runtime/executor/plan.h"
 
@@ -326,6 +328,56 @@ TEST_F(CoordinatorRestartTest, AWorkerThatLostItsAssignmentGetsItAgain) {
   ASSERT_TRUE(ws["a"]->Heartbeat("idle", 0));  // it never received the assignment
   ASSERT_TRUE(WaitUntil([&] { return !ws["a"]->Assignments().empty(); }, 5s));
   EXPECT_EQ(ws["a"]->Assignments().back().assignment_id(), aid);
+}
+
+TEST_F(CoordinatorRestartTest, StateSurvivesPeriodicSnapshotsAndLogTruncation) {
+  const fs::path dir = root_ / "state";
+  CoordinatorOptions o = Options(dir.string());
+  o.snapshot_every = 3;  // a snapshot every few changes: most of the state comes from snapshots
+  std::map<std::string, std::unique_ptr<Worker>> ws;
+  pb::CoordinatorStatusResponse before;
+  {
+    auto first = StartCoordinator(o);
+    ASSERT_TRUE(first.ok()) << first.status();
+    Populate(**first, ws);
+    before = GetStatus(**first);
+    // The control thread takes them (every <= 20 ms): wait until one covers the population.
+    auto snapshot_lsn = [&]() -> uint64_t {
+      std::ifstream in(dir / "snapshot", std::ios::binary);
+      char h[16] = {};
+      if (!in.read(h, sizeof(h))) return 0;
+      uint64_t v = 0;
+      for (int i = 15; i >= 8; --i) v = (v << 8) | static_cast<unsigned char>(h[i]);
+      return v;
+    };
+    ASSERT_TRUE(WaitUntil([&] { return snapshot_lsn() > 3; }, 10s));
+  }
+  for (auto& [id, w] : ws) w->Close();
+  // Snapshots were taken while it ran (the one at start covers nothing) and cut the log: the
+  // segments they cover are gone, one segment follows the last snapshot.
+  int segments = 0;
+  for (const auto& e : fs::directory_iterator(dir)) {
+    segments += e.path().filename().string().starts_with("wal-");
+  }
+  EXPECT_EQ(segments, 1);
+  {
+    WalContents c;
+    auto wal = WriteAheadLog::Open(dir.string(), &c);
+    ASSERT_TRUE(wal.ok()) << wal.status();
+    EXPECT_GT(c.snapshot_lsn, 3u);
+  }
+  auto second = StartCoordinator(o);
+  ASSERT_TRUE(second.ok()) << second.status();
+  auto after = GetStatus(**second);
+  EXPECT_EQ(after.stages(0).target_replicas(), 2);
+  ASSERT_EQ(after.workers_size(), before.workers_size()) << after.DebugString();
+  for (const auto& w : before.workers()) {
+    const auto* a = Find(after, w.worker_id());
+    ASSERT_NE(a, nullptr) << w.worker_id();
+    EXPECT_EQ(a->epoch(), w.epoch()) << w.worker_id();
+    EXPECT_EQ(a->stage(), w.stage()) << w.worker_id();
+    EXPECT_EQ(a->state(), w.state()) << w.worker_id();
+  }
 }
 
 TEST_F(CoordinatorRestartTest, WithoutAStateDirEveryResumeIsRefused) {
