@@ -44,9 +44,6 @@
 namespace grpc {
 class Service;
 }
-namespace archi::executor {
-class Metrics;
-}
 
 namespace archi::coordinator {
 
@@ -58,7 +55,7 @@ struct CoordinatorOptions {
   // older than this (a healthy peer keeps heartbeating; the reporter may be the broken one).
   int suspect_ms = 400;
   std::vector<int> replicas;  // target replicas per stage; empty: 1 each
-  std::string policy = "none";  // none | reactive
+  std::string policy = "none";  // none | reactive | parcae (runtime/policy/registry.h)
   double slo_p99_ms = 0;        // end-to-end p99 target for the policy (0: none)
   int64_t policy_interval_ms = 1000;
   size_t max_events = 10'000;  // oldest dropped beyond this
@@ -71,7 +68,7 @@ struct CoordinatorOptions {
   // dead. The state's targets and policy win over `replicas` and `policy`. Empty: nothing
   // survives a restart (every worker's resume is refused; they stop serving and register afresh).
   std::string state_dir;
-  int resume_grace_ms = 0;          // 0: 3 heartbeat timeouts, at least 15 s
+  int resume_grace_ms = 0;          // 0: 3 heartbeat timeouts
   uint64_t snapshot_every = 10'000;  // log records between snapshots
 };
 
@@ -97,12 +94,6 @@ class Coordinator {
   // that pair them with a live (or just dead) member of an adjacent stage or the frontend; a
   // retired epoch is refused. Null without a token. Valid for the life of this object.
   StoreAuthorizer store_authorizer();
-
-  // Registers the coordinator's Prometheus metrics in `metrics` (the frontend's, or
-  // archi-coordinator --metrics-listen): workers by state, target/ready replicas per stage,
-  // registrations, deaths by cause, recoveries and their time, policy actions and Decide time.
-  // `metrics` must outlive this object. Without a call the metrics go nowhere.
-  void SetMetrics(executor::Metrics* metrics);
 
   // Embedded in a frontend: end-to-end metrics for the policy (admitted rate, p99). Optional.
   void SetFrontendMetrics(std::function<policy::FrontendMetrics()> source);

@@ -6,6 +6,7 @@
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
 
+#include <set>
 #include <thread>
 
 #include "proto/coordinator.grpc.pb.h"
@@ -589,6 +590,75 @@ TEST_F(CoordinatorUnitTest, UnauthenticatedOrMalformedClientsChangeNothing) {
   std::this_thread::sleep_for(50ms);
   pb::RegisterResponse r2;
   EXPECT_EQ(Register("w3", &r2).error_code(), grpc::StatusCode::ALREADY_EXISTS);
+}
+
+// Every policy of runtime/policy/registry.h is selectable live: at start and through SetPolicy.
+TEST_F(CoordinatorUnitTest, EveryRegisteredPolicyIsSelectableLive) {
+  CoordinatorOptions bad;
+  bad.policy = "magic";
+  EXPECT_EQ(ValidateOptions(bad, ThreeStages()).code(), StatusCode::kInvalidArgument);
+  for (const char* n : {"none", "reactive", "parcae"}) {
+    CoordinatorOptions ok;
+    ok.policy = n;
+    EXPECT_TRUE(ValidateOptions(ok, ThreeStages()).ok()) << n;
+  }
+  CoordinatorOptions o;
+  o.policy = "parcae";
+  Start(o);
+  EXPECT_EQ(Status().policy(), "parcae");
+  auto set = [&](const std::string& name, pb::SetPolicyResponse* resp) {
+    grpc::ClientContext c;
+    Auth(c, token_);
+    pb::SetPolicyRequest pr;
+    pr.set_policy(name);
+    return admin_->SetPolicy(&c, pr, resp);
+  };
+  pb::SetPolicyResponse r1;
+  ASSERT_TRUE(set("reactive", &r1).ok());
+  EXPECT_EQ(r1.previous(), "parcae");
+  EXPECT_EQ(Status().policy(), "reactive");
+  pb::SetPolicyResponse r2;
+  ASSERT_TRUE(set("parcae", &r2).ok());
+  EXPECT_EQ(r2.previous(), "reactive");
+  EXPECT_EQ(Status().policy(), "parcae");
+  pb::SetPolicyResponse r3;
+  const grpc::Status unknown = set("Parcae", &r3);
+  EXPECT_EQ(unknown.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(unknown.error_message().find("none | parcae | reactive"), std::string::npos)
+      << unknown.error_message();
+  EXPECT_EQ(Status().policy(), "parcae");  // unchanged
+  pb::SetPolicyResponse r4;
+  ASSERT_TRUE(set("none", &r4).ok());
+  EXPECT_EQ(r4.previous(), "parcae");
+  EXPECT_EQ(Status().policy(), "none");
+}
+
+// Parcae live: with its (naive) availability forecast from the registered workers it places the
+// idle workers so that every stage has a replica.
+TEST_F(CoordinatorUnitTest, ParcaePlacesIdleWorkersOnEveryStage) {
+  CoordinatorOptions o;
+  o.replicas = {0, 0, 0};
+  o.policy = "parcae";
+  o.policy_interval_ms = 50;
+  Start(o);
+  std::vector<std::unique_ptr<FakeWorker>> ws;
+  for (const std::string id : {"a", "b", "c"}) {
+    pb::RegisterResponse r;
+    ASSERT_TRUE(Register(id, &r).ok());
+    ws.push_back(Connect(id, r.epoch()));
+    ASSERT_TRUE(ws.back()->Heartbeat("idle"));
+  }
+  ASSERT_TRUE(WaitUntil(
+      [&] {
+        int assigned = 0;
+        for (auto& w : ws) assigned += w->Count(pb::CoordinatorMessage::kAssign) > 0 ? 1 : 0;
+        return assigned == 3;
+      },
+      5000ms));
+  std::set<int> stages;
+  const auto st = Status();
+  for (const auto& w : st.workers()) stages.insert(w.stage());
+  EXPECT_EQ(stages, (std::set<int>{0, 1, 2}));
 }
 
 }  // namespace

@@ -2,7 +2,7 @@
 //
 //   archi-coordinator --plan pipeline.yaml [--listen 127.0.0.1:0] [--store-listen 127.0.0.1:0]
 //                     [--replicas 1,2,1] [--token T] [--policy reactive] [--ready-file F]
-//                     [--state-dir DIR] [--store HOST:PORT]
+//                     [--state-dir DIR]
 //
 // Then: archi-frontend --plan pipeline.yaml --store <store> --no-coordinator, and workers with
 // archi-worker --coordinator <grpc>. (By default the frontend embeds the coordinator instead and
@@ -20,11 +20,11 @@
 
 #include "runtime/coordinator/auth.h"
 #include "runtime/coordinator/coordinator.h"
+#include "runtime/policy/registry.h"
 #include "runtime/core/logging.h"
 #include "runtime/executor/node.h"
 #include "runtime/executor/plan.h"
 #include "runtime/executor/ready_file.h"
-#include "world/store_client.h"
 #include "world/store_server.h"
 
 int main(int argc, char** argv) {
@@ -42,8 +42,11 @@ int main(int argc, char** argv) {
   app.add_option("--replicas", o.replicas, "target replicas per stage, e.g. 1,2,1 (default 1 each)")
       ->delimiter(',');
   app.add_option("--token", token, "shared token (default: $ARCHI_TOKEN; none: no authentication)");
-  app.add_option("--policy", o.policy, "scaling policy (none | reactive)")
-      ->check(CLI::IsMember({"none", "reactive"}))
+  std::vector<std::string> policies = archi::policy::PolicyNames();
+  policies.insert(policies.begin(), "none");
+  app.add_option("--policy", o.policy,
+                 "scaling policy (none | " + archi::policy::PolicyNamesJoined() + ")")
+      ->check(CLI::IsMember(policies))
       ->capture_default_str();
   app.add_option("--slo-p99-ms", o.slo_p99_ms, "end-to-end p99 target for the policy")
       ->check(CLI::Range(0.0, 1e7));
@@ -55,10 +58,6 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(10, 60'000))
       ->capture_default_str();
   app.add_option("--ready-file", ready_file, "write {grpc, store, pid, pipeline} JSON here");
-  std::string external_store;
-  app.add_option("--store", external_store,
-                 "use this external store (HOST:PORT, e.g. archi-store) instead of hosting one; a "
-                 "restart of the coordinator then leaves the data plane's store running");
   app.add_option("--state-dir", o.state_dir,
                  "keep the durable state (write-ahead log + snapshot) here; a restart on it resumes "
                  "every worker (default: none, a restart forgets every worker)");
@@ -78,34 +77,19 @@ int main(int argc, char** argv) {
   auto serving = archi::executor::LoadServingPlan(plan_path);
   if (!serving.ok()) return fail(serving.status());
   const auto& plan = serving->plan;
-  // The store: hosted here, or an external one (--store, e.g. archi-store) that a restart of this
-  // process leaves running, with the members' registry and the worlds' keys in it.
-  std::unique_ptr<archi::StoreServer> store_server;
-  std::shared_ptr<archi::Store> store;
-  std::string store_address = external_store;
-  if (external_store.empty()) {
-    archi::StoreServerOptions so;
-    so.address = store_listen;
-    auto started = archi::StoreServer::Start(so);
-    if (!started.ok()) return fail(started.status());
-    store_server = std::move(*started);
-    store = store_server->store();
-    store_address = store_server->address();
-  } else {
-    auto client = archi::StoreClient::Connect(external_store, archi::Deadline::AfterMs(10'000));
-    if (!client.ok()) return fail(client.status());
-    store = *client;
-  }
+  archi::StoreServerOptions so;
+  so.address = store_listen;
+  auto store_server = archi::StoreServer::Start(so);
+  if (!store_server.ok()) return fail(store_server.status());
+  auto store = (*store_server)->store();
   if (auto s = store->Set(archi::executor::PlanKey(plan.name), plan.ToJson(),
                           archi::Deadline::AfterMs(5000));
       !s.ok()) {
     return fail(s);
   }
-  auto coord = co::Coordinator::Create(o, plan, store, store_address);
+  auto coord = co::Coordinator::Create(o, plan, store, (*store_server)->address());
   if (!coord.ok()) return fail(coord.status());
-  if (store_server) {
-    store_server->SetAuthorizer((*coord)->store_authorizer());  // member credentials (token)
-  }
+  (*store_server)->SetAuthorizer((*coord)->store_authorizer());  // member credentials (token)
   grpc::ServerBuilder builder;
   int port = 0;
   builder.AddListeningPort(listen, grpc::InsecureServerCredentials(), &port);
@@ -116,14 +100,15 @@ int main(int argc, char** argv) {
   const std::string addr = listen.substr(0, listen.rfind(':')) + ":" + std::to_string(port);
   if (!ready_file.empty()) {
     nlohmann::json j = {{"grpc", addr},
-                        {"store", store_address},
+                        {"store", (*store_server)->address()},
                         {"pid", getpid()},
                         {"pipeline", plan.name}};
     if (auto s = archi::executor::WriteFileAtomically(ready_file, j.dump()); !s.ok()) {
       return fail(s);
     }
   }
-  std::printf("coordinator ready grpc=%s store=%s\n", addr.c_str(), store_address.c_str());
+  std::printf("coordinator ready grpc=%s store=%s\n", addr.c_str(),
+              (*store_server)->address().c_str());
   std::fflush(stdout);
   int sig = 0;
   while (sigwait(&signals, &sig) != 0) {
@@ -131,6 +116,6 @@ int main(int argc, char** argv) {
   ARCHI_LOG_INFO("archi-coordinator: signal {}: shutting down", sig);
   (*coord)->Shutdown();
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
-  if (store_server) store_server->Shutdown(archi::Deadline::AfterMs(1000));
+  (*store_server)->Shutdown(archi::Deadline::AfterMs(1000));
   return 0;
 }
