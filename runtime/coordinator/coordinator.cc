@@ -20,6 +20,7 @@
 #include "runtime/coordinator/wal.h"
 #include "runtime/core/logging.h"
 #include "runtime/core/params.h"
+#include "runtime/executor/metrics.h"
 #include "runtime/executor/node.h"
 #include "runtime/executor/wire.h"
 #include "runtime/policy/availability_forecast.h"
@@ -199,6 +200,78 @@ struct Coordinator::Impl {
   std::atomic<bool> wal_error_logged{false};  // (written outside mu by the control thread)
   int64_t restore_hold_until_ms = 0;  // no policy decisions while restored workers reconnect
 
+  // Prometheus (SetMetrics; a disabled registry until then). Handles guarded by mu.
+  std::unique_ptr<ex::Metrics> own_metrics = ex::Metrics::Disabled();
+  struct {
+    ex::Counter registered, dead_session, dead_heartbeat, dead_report, dead_other, restored,
+        policy_actions;
+    ex::Gauge idle, serving, draining;
+    std::vector<ex::Gauge> target, ready;
+    ex::Histogram restore_seconds, decide_seconds;
+  } m_;
+  void InitMetrics(ex::Metrics& m) {
+    const ex::Labels l = {{"pipeline", plan.name}};
+    m_.registered = m.AddCounter("archi_coordinator_registrations_total",
+                                 "worker registrations (fresh epochs)", l);
+    auto dead = [&](const char* cause) {
+      ex::Labels lc = l;
+      lc["cause"] = cause;
+      return m.AddCounter("archi_coordinator_workers_dead_total",
+                          "workers declared dead, by how it was detected", lc);
+    };
+    m_.dead_session = dead("session");
+    m_.dead_heartbeat = dead("heartbeat");
+    m_.dead_report = dead("report");
+    m_.dead_other = dead("other");
+    m_.restored = m.AddCounter("archi_coordinator_recoveries_total",
+                               "failures whose replacement received traffic", l);
+    m_.policy_actions =
+        m.AddCounter("archi_coordinator_policy_actions_total", "actions the policy applied", l);
+    auto state = [&](const char* s) {
+      ex::Labels ls = l;
+      ls["state"] = s;
+      return m.AddGauge("archi_coordinator_workers", "live workers by state", ls);
+    };
+    m_.idle = state("idle");
+    m_.serving = state("serving");
+    m_.draining = state("draining");
+    m_.target.clear();
+    m_.ready.clear();
+    for (int s = 0; s < plan.num_stages(); ++s) {
+      ex::Labels ls = l;
+      ls["stage"] = std::to_string(s);
+      m_.target.push_back(m.AddGauge("archi_coordinator_stage_target_replicas",
+                                     "target replicas of the stage", ls));
+      m_.ready.push_back(m.AddGauge("archi_coordinator_stage_ready_replicas",
+                                    "ready replicas of the stage", ls));
+    }
+    m_.restore_seconds = m.AddHistogram(
+        "archi_coordinator_recovery_seconds",
+        "failure detected to the replacement's first micro-batch", ex::Metrics::LatencyBuckets(), l);
+    m_.decide_seconds = m.AddHistogram("archi_coordinator_policy_decide_seconds",
+                                       "time of one Policy::Decide", ex::Metrics::LatencyBuckets(),
+                                       l);
+  }
+  void UpdateGauges() {
+    int idle = 0, serving = 0, draining = 0;
+    std::vector<int> ready(static_cast<size_t>(plan.num_stages()), 0);
+    for (const auto& [id, w] : live) {
+      if (w.state == "idle") ++idle;
+      else if (w.state == "draining") ++draining;
+      else ++serving;
+      if (w.state == "ready" && w.stage >= 0 && w.stage < plan.num_stages()) {
+        ++ready[static_cast<size_t>(w.stage)];
+      }
+    }
+    m_.idle.Set(idle);
+    m_.serving.Set(serving);
+    m_.draining.Set(draining);
+    for (size_t s = 0; s < m_.target.size(); ++s) {
+      m_.target[s].Set(target[s]);
+      m_.ready[s].Set(ready[s]);
+    }
+  }
+
   std::unique_ptr<pb::Coordinator::CallbackService> worker_service;
   std::unique_ptr<pb::CoordinatorAdmin::CallbackService> admin_service;
   std::jthread control;
@@ -303,9 +376,9 @@ struct Coordinator::Impl {
     const int self_stage = self->second.stage;
     int other_stage = -2;
     if (other_id == "frontend") {
-      if (!frontend_incarnation.empty() && other_inc != frontend_incarnation) {
-        return PermissionDeniedError("world " + name + " names a frontend that is not this one");
-      }
+      // Any incarnation: the registry's current one may be newer than what the control thread
+      // last read (a restarted frontend), and a world with a frontend that is not there is
+      // joined by nobody.
       other_stage = self_up ? plan.num_stages() : -1;  // the frontend is both ends of the pipe
     } else if (auto o = live.find(other_id);
                o != live.end() && std::to_string(o->second.epoch) == other_inc) {
@@ -407,6 +480,11 @@ struct Coordinator::Impl {
     WorkerEntry w = std::move(it->second);
     live.erase(it);
     const int64_t now = UnixMillis();
+    (cause.starts_with("session") ? m_.dead_session
+     : cause.starts_with("no heartbeat") ? m_.dead_heartbeat
+     : cause.starts_with("neighbour") ? m_.dead_report
+                                       : m_.dead_other)
+        .Increment();
     w.dead_reason = cause;
     w.dead_ms = now;
     const int stage = w.stage;
@@ -572,6 +650,8 @@ struct Coordinator::Impl {
         }
         if (r.traffic_restored_unix_ms() == 0 && w.had_traffic && w.stage == r.stage()) {
           r.set_traffic_restored_unix_ms(now);
+          m_.restored.Increment();
+          m_.restore_seconds.Observe(static_cast<double>(now - r.detected_unix_ms()) / 1e3);
           Event("traffic_restored", r.replacement(), r.stage(),
                 "replacing " + r.worker_id() + ": " +
                     std::to_string(now - r.detected_unix_ms()) + " ms after detection");
@@ -656,7 +736,10 @@ struct Coordinator::Impl {
     }
     if (frontend_metrics) metrics.frontend = frontend_metrics();
     if (options.slo_p99_ms > 0) metrics.frontend.slo_p99_ms = options.slo_p99_ms;
+    const auto decide_t0 = std::chrono::steady_clock::now();
     policy::Plan p = policy->Decide(state, metrics, AvailabilityForecastAt(now));
+    m_.decide_seconds.Observe(
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - decide_t0).count());
     next_policy_ms = std::max(now + 10, std::min(p.next_evaluation_ms,
                                                  now + options.policy_interval_ms));
     if (Status v = policy::ValidatePlan(p, state); !v.ok()) {
@@ -673,11 +756,13 @@ struct Coordinator::Impl {
             if constexpr (std::is_same_v<T, policy::AddReplica>) {
               ++target[static_cast<size_t>(op.stage)];
               Event("policy", op.worker, op.stage, policy::ToString(a));
+              m_.policy_actions.Increment();
               Assign(it->second, op.stage, a.reason);
             } else {
               target[static_cast<size_t>(op.stage)] =
                   std::max(0, target[static_cast<size_t>(op.stage)] - 1);
               Event("policy", op.worker, op.stage, policy::ToString(a));
+              m_.policy_actions.Increment();
               Release(it->second, a.reason);
             }
           },
@@ -715,6 +800,7 @@ struct Coordinator::Impl {
         Reconcile();
         PolicyTick(now);
         UpdateRecoveries(now);
+        UpdateGauges();
         gone.swap(to_mark_gone);
         Journal();
         if (wal && wal->records_since_snapshot() >= options.snapshot_every) {
@@ -952,8 +1038,12 @@ struct Coordinator::Impl {
         options.slo_p99_ms = st->policy().slo_p99_ms();
         memory = FromProto(st->policy());
       }
-      const int grace = options.resume_grace_ms > 0 ? options.resume_grace_ms
-                                                    : 3 * options.heartbeat_timeout_ms;
+      // Agents retry their resume with backoff (up to 2 s between tries) and gRPC's reconnect
+      // backoff on top: 4-8 s after a restart on a loaded host. A serving worker that really
+      // died is declared dead sooner, when a neighbour reports its world broken.
+      const int grace = options.resume_grace_ms > 0
+                            ? options.resume_grace_ms
+                            : std::max(3 * options.heartbeat_timeout_ms, 15'000);
       for (const auto& d : st->live()) {
         WorkerEntry w = FromDurable(d);
         w.last_hb_ms = now;
@@ -1044,6 +1134,7 @@ grpc::Status Coordinator::Impl::Register(grpc::CallbackServerContext* ctx,
     w.last_hb_ms = now;
     w.state_since_ms = now;
     resp->set_epoch(w.epoch);
+    m_.registered.Increment();
     Event("registered", req.worker_id(), -1,
           "epoch " + std::to_string(w.epoch) + ", host " + req.host() + ", pid " +
               std::to_string(req.pid()) + ", capacity " + std::to_string(w.spec.capacity()));
@@ -1454,6 +1545,7 @@ Result<std::unique_ptr<Coordinator>> Coordinator::Create(CoordinatorOptions opti
     impl->member_secret = Impl::Hmac(options.token, "archi-member/" + impl->plan.name);
   }
   if (!options.state_dir.empty()) ARCHI_RETURN_IF_ERROR(impl->OpenState());
+  impl->InitMetrics(*impl->own_metrics);
   impl->worker_service = std::make_unique<WorkerService>(impl.get());
   impl->admin_service = std::make_unique<AdminService>(impl.get());
   Impl* raw = impl.get();
@@ -1486,6 +1578,12 @@ void Coordinator::SetFrontendMetrics(std::function<policy::FrontendMetrics()> so
 }
 
 void Coordinator::Shutdown() { impl_->Shutdown(); }
+
+void Coordinator::SetMetrics(executor::Metrics* metrics) {
+  if (metrics == nullptr) return;
+  std::lock_guard lock(impl_->mu);
+  impl_->InitMetrics(*metrics);
+}
 
 StoreAuthorizer Coordinator::store_authorizer() {
   if (impl_->member_secret.empty()) return nullptr;

@@ -44,6 +44,9 @@
 namespace grpc {
 class Service;
 }
+namespace archi::executor {
+class Metrics;
+}
 
 namespace archi::coordinator {
 
@@ -68,7 +71,7 @@ struct CoordinatorOptions {
   // dead. The state's targets and policy win over `replicas` and `policy`. Empty: nothing
   // survives a restart (every worker's resume is refused; they stop serving and register afresh).
   std::string state_dir;
-  int resume_grace_ms = 0;          // 0: 3 heartbeat timeouts
+  int resume_grace_ms = 0;          // 0: 3 heartbeat timeouts, at least 15 s
   uint64_t snapshot_every = 10'000;  // log records between snapshots
 };
 
@@ -94,6 +97,12 @@ class Coordinator {
   // that pair them with a live (or just dead) member of an adjacent stage or the frontend; a
   // retired epoch is refused. Null without a token. Valid for the life of this object.
   StoreAuthorizer store_authorizer();
+
+  // Registers the coordinator's Prometheus metrics in `metrics` (the frontend's, or
+  // archi-coordinator --metrics-listen): workers by state, target/ready replicas per stage,
+  // registrations, deaths by cause, recoveries and their time, policy actions and Decide time.
+  // `metrics` must outlive this object. Without a call the metrics go nowhere.
+  void SetMetrics(executor::Metrics* metrics);
 
   // Embedded in a frontend: end-to-end metrics for the policy (admitted rate, p99). Optional.
   void SetFrontendMetrics(std::function<policy::FrontendMetrics()> source);

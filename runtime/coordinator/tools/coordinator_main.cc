@@ -2,7 +2,7 @@
 //
 //   archi-coordinator --plan pipeline.yaml [--listen 127.0.0.1:0] [--store-listen 127.0.0.1:0]
 //                     [--replicas 1,2,1] [--token T] [--policy reactive] [--ready-file F]
-//                     [--state-dir DIR]
+//                     [--state-dir DIR] [--store HOST:PORT]
 //
 // Then: archi-frontend --plan pipeline.yaml --store <store> --no-coordinator, and workers with
 // archi-worker --coordinator <grpc>. (By default the frontend embeds the coordinator instead and
@@ -25,6 +25,7 @@
 #include "runtime/executor/node.h"
 #include "runtime/executor/plan.h"
 #include "runtime/executor/ready_file.h"
+#include "world/store_client.h"
 #include "world/store_server.h"
 
 int main(int argc, char** argv) {
@@ -58,6 +59,10 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(10, 60'000))
       ->capture_default_str();
   app.add_option("--ready-file", ready_file, "write {grpc, store, pid, pipeline} JSON here");
+  std::string external_store;
+  app.add_option("--store", external_store,
+                 "use this external store (HOST:PORT, e.g. archi-store) instead of hosting one; a "
+                 "restart of the coordinator then leaves the data plane's store running");
   app.add_option("--state-dir", o.state_dir,
                  "keep the durable state (write-ahead log + snapshot) here; a restart on it resumes "
                  "every worker (default: none, a restart forgets every worker)");
@@ -77,19 +82,34 @@ int main(int argc, char** argv) {
   auto serving = archi::executor::LoadServingPlan(plan_path);
   if (!serving.ok()) return fail(serving.status());
   const auto& plan = serving->plan;
-  archi::StoreServerOptions so;
-  so.address = store_listen;
-  auto store_server = archi::StoreServer::Start(so);
-  if (!store_server.ok()) return fail(store_server.status());
-  auto store = (*store_server)->store();
+  // The store: hosted here, or an external one (--store, e.g. archi-store) that a restart of this
+  // process leaves running, with the members' registry and the worlds' keys in it.
+  std::unique_ptr<archi::StoreServer> store_server;
+  std::shared_ptr<archi::Store> store;
+  std::string store_address = external_store;
+  if (external_store.empty()) {
+    archi::StoreServerOptions so;
+    so.address = store_listen;
+    auto started = archi::StoreServer::Start(so);
+    if (!started.ok()) return fail(started.status());
+    store_server = std::move(*started);
+    store = store_server->store();
+    store_address = store_server->address();
+  } else {
+    auto client = archi::StoreClient::Connect(external_store, archi::Deadline::AfterMs(10'000));
+    if (!client.ok()) return fail(client.status());
+    store = *client;
+  }
   if (auto s = store->Set(archi::executor::PlanKey(plan.name), plan.ToJson(),
                           archi::Deadline::AfterMs(5000));
       !s.ok()) {
     return fail(s);
   }
-  auto coord = co::Coordinator::Create(o, plan, store, (*store_server)->address());
+  auto coord = co::Coordinator::Create(o, plan, store, store_address);
   if (!coord.ok()) return fail(coord.status());
-  (*store_server)->SetAuthorizer((*coord)->store_authorizer());  // member credentials (token)
+  if (store_server) {
+    store_server->SetAuthorizer((*coord)->store_authorizer());  // member credentials (token)
+  }
   grpc::ServerBuilder builder;
   int port = 0;
   builder.AddListeningPort(listen, grpc::InsecureServerCredentials(), &port);
@@ -100,15 +120,14 @@ int main(int argc, char** argv) {
   const std::string addr = listen.substr(0, listen.rfind(':')) + ":" + std::to_string(port);
   if (!ready_file.empty()) {
     nlohmann::json j = {{"grpc", addr},
-                        {"store", (*store_server)->address()},
+                        {"store", store_address},
                         {"pid", getpid()},
                         {"pipeline", plan.name}};
     if (auto s = archi::executor::WriteFileAtomically(ready_file, j.dump()); !s.ok()) {
       return fail(s);
     }
   }
-  std::printf("coordinator ready grpc=%s store=%s\n", addr.c_str(),
-              (*store_server)->address().c_str());
+  std::printf("coordinator ready grpc=%s store=%s\n", addr.c_str(), store_address.c_str());
   std::fflush(stdout);
   int sig = 0;
   while (sigwait(&signals, &sig) != 0) {
@@ -116,6 +135,6 @@ int main(int argc, char** argv) {
   ARCHI_LOG_INFO("archi-coordinator: signal {}: shutting down", sig);
   (*coord)->Shutdown();
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
-  (*store_server)->Shutdown(archi::Deadline::AfterMs(1000));
+  if (store_server) store_server->Shutdown(archi::Deadline::AfterMs(1000));
   return 0;
 }
