@@ -437,8 +437,14 @@ class LoadGenerator::Impl {
           Launch(std::move(c));
           if (!times.empty()) {
             ++next_time;
-            next_send = next_time < times.size() ? at_ms(times[next_time])
-                                                 : Clock::time_point::max();
+            if (next_time < times.size()) {
+              next_send = at_ms(times[next_time]);
+            } else {  // the last one is sent
+              next_send = Clock::time_point::max();
+              std::lock_guard<std::mutex> lock(mu_);
+              sending_ = false;
+              cv_.notify_all();
+            }
           } else {
             const double gap_s = o_.poisson ? exp_gap(rng_) : 1.0 / o_.rate_per_s;
             next_send +=
@@ -497,7 +503,7 @@ class LoadGenerator::Impl {
 Result<std::unique_ptr<LoadGenerator>> LoadGenerator::Create(LoadOptions o) {
   if (o.target.empty()) return InvalidArgumentError("LoadGenerator: no target");
   if (o.inputs.empty()) return InvalidArgumentError("LoadGenerator: no inputs");
-  if (o.max_requests <= 0 && o.duration_s <= 0) {
+  if (o.max_requests <= 0 && o.duration_s <= 0 && o.send_times_ms.empty()) {
     return InvalidArgumentError("LoadGenerator: set max_requests or duration_s");
   }
   if (o.mode == LoadOptions::Mode::kClosed && o.concurrency < 1) {

@@ -69,7 +69,10 @@ Result<ReplayPlan> MakeReplayPlan(const ReplayOptions& o) {
   ARCHI_ASSIGN_OR_RETURN(sim::NodeTrace t, sim::LoadNodeTrace(o.trace, lo));
   const int64_t s0 = static_cast<int64_t>(std::llround(o.start_s * 1000));
   int64_t s1 = s0 + static_cast<int64_t>(std::llround(o.duration_s * o.speedup * 1000));
-  if (t.end_ms > s0) s1 = std::min(s1, t.end_ms);
+  // A trace with an end of its own (a DONE row after the last event) ends the window there.
+  if (!t.events.empty() && t.end_ms > t.events.back().time_ms && t.end_ms > s0) {
+    s1 = std::min(s1, t.end_ms);
+  }
   if (s1 <= s0) return InvalidArgumentError("replay: the trace ends before --start-s");
   std::vector<int64_t> times = {s0};
   for (const sim::NodeEvent& e : t.events) {
