@@ -80,7 +80,14 @@ struct WorkerAgent::Impl {
     pb::RegisterResponse resp;
     grpc::ClientContext ctx;
     AddToken(ctx, options.token);
-    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+    // A resume is retried with backoff: keep each try short (a restarted coordinator is usually
+    // back on its port at once, and a try stuck on a dead connection must not cost 5 s).
+    int64_t timeout_ms = 5000;
+    if (resume) {
+      std::lock_guard lock(mu);
+      timeout_ms = std::max(1000, heartbeat_timeout_ms);
+    }
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(timeout_ms));
     grpc::Status s = stub->Register(&ctx, req, &resp);
     if (!s.ok()) return FromGrpc(s, "register with " + options.coordinator);
     std::lock_guard lock(mu);

@@ -1,5 +1,8 @@
 #include "runtime/coordinator/auth.h"
 
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+
 #include <cstdlib>
 #include <fstream>
 #include <sstream>
@@ -28,6 +31,29 @@ grpc::Status CheckToken(const std::multimap<grpc::string_ref, grpc::string_ref>&
 
 void AddToken(grpc::ClientContext& ctx, const std::string& token) {
   if (!token.empty()) ctx.AddMetadata(kAuthMetadata, "Bearer " + token);
+}
+
+std::string HmacSha256Hex(const std::string& key, const std::string& data) {
+  unsigned char out[EVP_MAX_MD_SIZE];
+  unsigned int n = 0;
+  HMAC(EVP_sha256(), key.data(), static_cast<int>(key.size()),
+       reinterpret_cast<const unsigned char*>(data.data()), data.size(), out, &n);
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string hex;
+  hex.reserve(2 * n);
+  for (unsigned int i = 0; i < n; ++i) {
+    hex += kHex[out[i] >> 4];
+    hex += kHex[out[i] & 15];
+  }
+  return hex;
+}
+
+std::string MemberSecret(const std::string& token, const std::string& pipeline) {
+  return HmacSha256Hex(token, "archi-member/" + pipeline);
+}
+
+std::string FrontendStoreCredential(const std::string& token, const std::string& pipeline) {
+  return "frontend:" + HmacSha256Hex(MemberSecret(token, pipeline), "frontend");
 }
 
 std::string TokenFromFlagOrEnv(const std::string& flag) {

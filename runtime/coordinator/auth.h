@@ -22,6 +22,19 @@ grpc::Status CheckToken(const std::multimap<grpc::string_ref, grpc::string_ref>&
 // Adds the token to a client call (nothing when `token` is empty).
 void AddToken(grpc::ClientContext& ctx, const std::string& token);
 
+// HMAC-SHA256 of `data` under `key`, as lowercase hex.
+std::string HmacSha256Hex(const std::string& key, const std::string& data);
+
+// The secret the coordinator signs member credentials with: derived from the shared token and
+// the pipeline name, so a restarted coordinator (same token) still accepts the credentials it
+// issued, and a frontend that knows the token can present its own.
+std::string MemberSecret(const std::string& token, const std::string& pipeline);
+
+// The rendezvous-store credential of the frontend ("frontend:<hmac>"), for a frontend whose
+// store is hosted elsewhere (archi-frontend --store with a standalone coordinator that has a
+// token): the store guard lets it do what the in-process frontend does.
+std::string FrontendStoreCredential(const std::string& token, const std::string& pipeline);
+
 // The token from --token or, when that is empty, the ARCHI_TOKEN environment variable.
 std::string TokenFromFlagOrEnv(const std::string& flag);
 

@@ -1,8 +1,6 @@
 #include "runtime/coordinator/coordinator.h"
 
 #include <grpcpp/grpcpp.h>
-#include <openssl/evp.h>
-#include <openssl/hmac.h>
 
 #include <algorithm>
 #include <atomic>
@@ -293,24 +291,12 @@ struct Coordinator::Impl {
   }
 
   // ---- member credentials (the store guard; only with a token) ----
-  std::string member_secret;  // HMAC-SHA256(token, "archi-member/<pipeline>"); empty: no guard
+  std::string member_secret;  // MemberSecret(token, pipeline) (auth.h); empty: no guard
+  std::string frontend_credential;  // FrontendStoreCredential(token, pipeline)
 
-  static std::string Hmac(const std::string& key, const std::string& data) {
-    unsigned char out[EVP_MAX_MD_SIZE];
-    unsigned int n = 0;
-    HMAC(EVP_sha256(), key.data(), static_cast<int>(key.size()),
-         reinterpret_cast<const unsigned char*>(data.data()), data.size(), out, &n);
-    static constexpr char kHex[] = "0123456789abcdef";
-    std::string hex;
-    for (unsigned int i = 0; i < n; ++i) {
-      hex += kHex[out[i] >> 4];
-      hex += kHex[out[i] & 15];
-    }
-    return hex;
-  }
   std::string Credential(const std::string& id, uint64_t epoch) const {
     const std::string tag = id + "." + std::to_string(epoch);
-    return tag + ":" + Hmac(member_secret, tag);
+    return tag + ":" + HmacSha256Hex(member_secret, tag);
   }
 
   // The store guard (StoreServer::SetAuthorizer): see Assignment.member_credential.
@@ -327,6 +313,7 @@ struct Coordinator::Impl {
       return UnauthenticatedError("store key '" + key + "' of pipeline " + plan.name +
                                   " needs a member credential");
     }
+    if (cred == frontend_credential) return Status::Ok();  // the pipeline's own frontend
     const size_t colon = cred.rfind(':');
     const size_t dot = cred.rfind('.', colon);
     if (colon == std::string::npos || dot == std::string::npos || dot == 0) {
@@ -335,7 +322,7 @@ struct Coordinator::Impl {
     const std::string tag = cred.substr(0, colon);
     const std::string id = cred.substr(0, dot);
     const std::string mac = cred.substr(colon + 1);
-    const std::string want = Hmac(member_secret, tag);
+    const std::string want = HmacSha256Hex(member_secret, tag);
     unsigned diff = mac.size() == want.size() ? 0u : 1u;
     for (size_t i = 0; i < want.size(); ++i) {
       diff |= static_cast<unsigned>((i < mac.size() ? mac[i] : 0) ^ want[i]);
@@ -1542,7 +1529,8 @@ Result<std::unique_ptr<Coordinator>> Coordinator::Create(CoordinatorOptions opti
         "coordinator: no token: workers and admin clients are not authenticated and the store "
         "does not check member credentials");
   } else {
-    impl->member_secret = Impl::Hmac(options.token, "archi-member/" + impl->plan.name);
+    impl->member_secret = MemberSecret(options.token, impl->plan.name);
+    impl->frontend_credential = FrontendStoreCredential(options.token, impl->plan.name);
   }
   if (!options.state_dir.empty()) ARCHI_RETURN_IF_ERROR(impl->OpenState());
   impl->InitMetrics(*impl->own_metrics);

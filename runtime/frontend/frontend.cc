@@ -196,8 +196,14 @@ Status Frontend::Impl::Init() {
     ARCHI_ASSIGN_OR_RETURN(store_server, StoreServer::Start(so));
     store = store_server->store();
   } else {
-    ARCHI_ASSIGN_OR_RETURN(auto client,
-                           StoreClient::Connect(options.store_address, Deadline::AfterMs(10'000)));
+    // With a token, a store guarded by a standalone coordinator admits this frontend by the
+    // credential derived from the token (runtime/coordinator/auth.h).
+    const std::string& token = options.coordinator_options.token;
+    ARCHI_ASSIGN_OR_RETURN(
+        auto client,
+        StoreClient::Connect(options.store_address, Deadline::AfterMs(10'000),
+                             token.empty() ? std::string()
+                                           : coordinator::FrontendStoreCredential(token, plan.name)));
     store = client;
   }
   // A fresh pipeline incarnation: forget members of a previous frontend with this name.

@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "proto/coordinator.grpc.pb.h"
+#include "runtime/coordinator/auth.h"
 #include "runtime/coordinator/coordinator.h"
 #include "runtime/core/memory_store.h"
 #include "runtime/executor/node.h"
@@ -500,6 +501,13 @@ TEST_F(CoordinatorUnitTest, StoreAdmitsOnlyLiveMembersToTheirOwnKeysAndWorlds) {
   EXPECT_EQ((*anon)->List("archi/", d()).status().code(), StatusCode::kUnauthenticated);
   EXPECT_TRUE((*anon)->Set("elsewhere/key", "x", d()).ok());  // not the pipeline's: unguarded
   EXPECT_EQ((*forged)->Set(P + "members/a", "x", d()).code(), StatusCode::kPermissionDenied);
+  // The pipeline's own frontend (its store elsewhere) presents the token-derived credential.
+  auto fe = StoreClient::Connect((*srv)->address(), d(), FrontendStoreCredential("tok", "unit"));
+  auto fake_fe = StoreClient::Connect((*srv)->address(), d(), FrontendStoreCredential("nope", "unit"));
+  ASSERT_TRUE(fe.ok() && fake_fe.ok());
+  EXPECT_TRUE((*fe)->Set(P + "members/frontend", "x", d()).ok());
+  EXPECT_EQ((*fake_fe)->Set(P + "members/frontend", "x", d()).code(),
+            StatusCode::kPermissionDenied);
   // Its own registry entry and lease; reading the registry; nobody else's entry.
   EXPECT_TRUE((*mine)->Set(P + "members/a", "x", d()).ok());
   EXPECT_TRUE((*mine)->Add(P + "alive/" + ta, 1, d()).ok());
