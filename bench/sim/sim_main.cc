@@ -511,6 +511,7 @@ int Main(int argc, char** argv) {
   app.add_option("--scale-in-after-ms", ro.scale_in_after_ms, "reactive: sustained idleness before a drain");
   app.add_option("--cooldown-ms", ro.cooldown_ms, "reactive: no add/drain on a stage this long after the last");
   app.add_option("--eval-interval-ms", ro.evaluation_interval_ms, "reactive: time between decisions");
+  app.add_option("--max-adds-per-decision", ro.max_adds_per_decision, "reactive: adds per stage per decision (1: one; more: repair to min_replicas and scale out by the queue at once)");
   app.add_flag("--quiet", f.quiet, "no progress lines");
   app.add_option("--out", f.out, "output folder");
 

@@ -1,5 +1,7 @@
 #include "runtime/policy/reactive.h"
 
+#include <algorithm>
+#include <cmath>
 #include <limits>
 #include <optional>
 #include <string>
@@ -7,6 +9,7 @@
 #include <unordered_map>
 #include <unordered_set>
 #include <utility>
+#include <vector>
 
 #include "runtime/policy/str_format.h"
 
@@ -85,6 +88,9 @@ Status ReactiveOptions::Validate() const {
   }
   if (evaluation_interval_ms <= 0) {
     return InvalidArgumentError("reactive: evaluation_interval_ms must be > 0");
+  }
+  if (max_adds_per_decision < 1) {
+    return InvalidArgumentError("reactive: max_adds_per_decision must be >= 1");
   }
   if (scale_in_below < 0 || scale_in_below >= 1) {
     return InvalidArgumentError("reactive: scale_in_below must be in [0, 1)");
@@ -172,22 +178,29 @@ Plan ReactivePolicy::Decide(const ClusterState& state, const ClusterMetrics& met
     const bool cooled =
         prev.last_action_ms == kNoTime || now - prev.last_action_ms >= o.cooldown_ms;
 
-    std::optional<Action> action;
-    auto add = [&](std::string reason) {
-      if (const Worker* w = picker.Pick()) {
-        action = Action{AddReplica{idx, w->id}, std::move(reason)};
-      } else {
-        plan.unmet.push_back(Unmet{idx, "no idle worker: " + reason});
+    std::vector<Action> actions;
+    // Up to `count` adds (max_adds_per_decision > 1; else exactly one); the first missing idle
+    // worker ends them with an unmet entry.
+    auto add = [&](std::string reason, int count = 1) {
+      count = std::max(1, std::min(count, o.max_adds_per_decision));
+      for (int i = 0; i < count; ++i) {
+        if (const Worker* w = picker.Pick()) {
+          actions.push_back(Action{AddReplica{idx, w->id}, reason});
+        } else {
+          plan.unmet.push_back(Unmet{idx, "no idle worker: " + reason});
+          break;
+        }
       }
     };
     auto drain = [&](std::string reason) {
       if (const Replica* r = LeastLoaded(stage, m)) {
-        action = Action{DrainReplica{idx, r->worker.id}, std::move(reason)};
+        actions.push_back(Action{DrainReplica{idx, r->worker.id}, std::move(reason)});
       }
     };
 
     if (active < bounds.min_replicas) {
-      add(StrFormat("%d active < min_replicas %d", active, bounds.min_replicas));
+      add(StrFormat("%d active < min_replicas %d", active, bounds.min_replicas),
+          bounds.min_replicas - active);
     } else if (active > bounds.max_replicas) {
       drain(StrFormat("%d active > max_replicas %d", active, bounds.max_replicas));
     } else if (over && now - mem.over_since_ms >= o.scale_out_after_ms && cooled && joining == 0) {
@@ -197,7 +210,10 @@ Plan ReactivePolicy::Decide(const ClusterState& state, const ClusterMetrics& met
         plan.unmet.push_back(
             Unmet{idx, StrFormat("at max_replicas %d: ", bounds.max_replicas) + why});
       } else {
-        add(why);
+        // Replicas that would bring the queue per replica down to the threshold.
+        const double needed = std::ceil(m->queue_depth / o.max_queue_per_replica - ready_capacity);
+        const int want = needed >= 1 ? static_cast<int>(std::min(needed, 1e6)) : 1;
+        add(why, std::min(want, bounds.max_replicas - active));
       }
     } else if (under && now - mem.under_since_ms >= o.scale_in_after_ms && cooled && joining == 0 &&
                active > bounds.min_replicas) {
@@ -205,9 +221,9 @@ Plan ReactivePolicy::Decide(const ClusterState& state, const ClusterMetrics& met
                       static_cast<long long>(now - mem.under_since_ms)));
     }
 
-    if (action) {
+    if (!actions.empty()) {
       mem = StageMemory{kNoTime, kNoTime, now};
-      plan.actions.push_back(std::move(*action));
+      for (Action& a : actions) plan.actions.push_back(std::move(a));
     }
     plan.memory.stages.emplace(idx, mem);
   }

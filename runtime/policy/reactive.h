@@ -54,6 +54,11 @@ struct ReactiveOptions {
   std::map<int, ReplicaBounds> stage_bounds;
   // Plan::next_evaluation_ms = now + this.
   TimeMs evaluation_interval_ms = 1'000;
+  // Adds per stage per decision (rules 1 and 3). 1 (the default): one action per stage per
+  // decision. Above 1: a repair adds up to min_replicas - active at once, and a scale-out adds
+  // ceil(queue_depth / max_queue_per_replica - ready capacity) replicas (at least 1), so the
+  // queue per replica would fall to the threshold, capped by this and max_replicas.
+  int max_adds_per_decision = 1;
 
   // kInvalidArgument on a negative duration, min > max, min < 0, non-positive thresholds.
   Status Validate() const;
