@@ -22,6 +22,7 @@
 #include "runtime/coordinator/coordinator.h"
 #include "runtime/policy/registry.h"
 #include "runtime/core/logging.h"
+#include "runtime/executor/metrics.h"
 #include "runtime/executor/node.h"
 #include "runtime/executor/plan.h"
 #include "runtime/executor/ready_file.h"
@@ -66,6 +67,16 @@ int main(int argc, char** argv) {
   app.add_option("--state-dir", o.state_dir,
                  "keep the durable state (write-ahead log + snapshot) here; a restart on it resumes "
                  "every worker (default: none, a restart forgets every worker)");
+  co::TlsFiles tls;
+  app.add_option("--tls-cert", tls.cert, "serve TLS with this certificate (PEM; needs --tls-key)")
+      ->check(CLI::ExistingFile);
+  app.add_option("--tls-key", tls.key, "key of --tls-cert (PEM)")->check(CLI::ExistingFile);
+  app.add_option("--tls-client-ca", tls.ca,
+                 "mutual TLS: require client certificates signed by this CA (PEM)")
+      ->check(CLI::ExistingFile);
+  std::string metrics_listen;
+  app.add_option("--metrics-listen", metrics_listen,
+                 "serve Prometheus metrics at http://HOST:PORT/metrics (port 0 picks one)");
   CLI11_PARSE(app, argc, argv);
   o.token = co::TokenFromFlagOrEnv(token);
 
@@ -105,14 +116,23 @@ int main(int argc, char** argv) {
       !s.ok()) {
     return fail(s);
   }
+  std::unique_ptr<archi::executor::Metrics> metrics = archi::executor::Metrics::Disabled();
+  if (!metrics_listen.empty()) {
+    auto served = archi::executor::Metrics::Serve(metrics_listen);
+    if (!served.ok()) return fail(served.status());
+    metrics = std::move(*served);
+  }
+  auto creds = co::MakeServerCredentials(tls);
+  if (!creds.ok()) return fail(creds.status());
   auto coord = co::Coordinator::Create(o, plan, store, store_address);
   if (!coord.ok()) return fail(coord.status());
+  (*coord)->SetMetrics(metrics.get());
   if (store_server) {
     store_server->SetAuthorizer((*coord)->store_authorizer());  // member credentials (token)
   }
   grpc::ServerBuilder builder;
   int port = 0;
-  builder.AddListeningPort(listen, grpc::InsecureServerCredentials(), &port);
+  builder.AddListeningPort(listen, *creds, &port);
   for (grpc::Service* svc : (*coord)->services()) builder.RegisterService(svc);
   builder.SetMaxReceiveMessageSize(1 << 20);
   auto server = builder.BuildAndStart();
@@ -122,7 +142,8 @@ int main(int argc, char** argv) {
     nlohmann::json j = {{"grpc", addr},
                         {"store", store_address},
                         {"pid", getpid()},
-                        {"pipeline", plan.name}};
+                        {"pipeline", plan.name},
+                        {"metrics", metrics->address()}};
     if (auto s = archi::executor::WriteFileAtomically(ready_file, j.dump()); !s.ok()) {
       return fail(s);
     }
