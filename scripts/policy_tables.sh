@@ -18,7 +18,10 @@ SCEN=(
   "opt6.7b-500k|--requests 500000 --perf profile:$OPT --tp 1 --max-batch 8 --output-len 8 --slo-ms 5000 --seed 1"
   "opt6.7b-preempt|--requests 4000000 --perf profile:$OPT --tp 1 --max-batch 8 --output-len 8 --slo-ms 5000 --seed 1 --warning-ms 0 --no-resend --node-scale 4"
 )
-POL=("reactive|--policy reactive" "parcae-naive|--policy parcae --forecast naive"
+POL=("reactive|--policy reactive"
+     "reactive-tuned|--policy reactive --min-replicas 2 --scale-out-after-ms 2000 --cooldown-ms 5000"
+     "reactive-step|--policy reactive --max-adds-per-decision 64"
+     "parcae-naive|--policy parcae --forecast naive"
      "parcae-arima110|--policy parcae --forecast arima110" "static|--policy static")
 for sc in "${SCEN[@]}"; do
   sname=${sc%%|*}; sflags=${sc#*|}
