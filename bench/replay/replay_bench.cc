@@ -150,8 +150,8 @@ Result<ReplayPlan> MakeReplayPlan(const ReplayOptions& o) {
       for (double v : out) {
         if (v * k < p.duration_ms) scaled.push_back(v * k);
       }
-      // A slower rate stretches the file: repeat its gaps to fill the window.
-      if (k > 1 && scaled.size() >= 2) {
+      // A faster rate leaves the end of the window empty: repeat the gaps to fill it.
+      if (scaled.size() >= 2) {
         std::vector<double> gaps;
         for (size_t i = 1; i < scaled.size(); ++i) gaps.push_back(scaled[i] - scaled[i - 1]);
         size_t g = 0;
@@ -485,14 +485,26 @@ int RunReplay(ReplayOptions o) {
   std::unique_ptr<CoordinatedCluster> c = std::move(*c_or);
   std::printf("[replay] cluster up in %.1f s at %s\n", MsSince(wall0) / 1000,
               c->frontend_address().c_str());
-  // Trace node -> worker id: the nodes added at t = 0 are the workers started, in order.
+  // Trace node -> worker id. archi-sim's initial fill puts the k-th node present at t = 0 on stage
+  // k % stages; the k-th node here is a worker the coordinator placed on that stage, so a removal
+  // takes a replica of the same stage in both.
   std::map<std::string, std::string> worker_of;
   {
-    const auto ids = c->worker_ids();
-    size_t k = 0;
+    auto st = c->GetStatus(Deadline::AfterMs(5000));
+    if (!st.ok()) return fail(st.status());
+    std::map<int, std::vector<std::string>> by_stage;
+    for (const auto& wk : st->workers()) {
+      if (wk.state() == "ready") by_stage[wk.stage()].push_back(wk.worker_id());
+    }
+    for (auto& [stage, ids] : by_stage) std::sort(ids.begin(), ids.end());
+    int k = 0;
     for (const sim::NodeEvent& e : p.trace.events) {
       if (e.time_ms > 0 || e.op != sim::NodeOp::kAdd) break;
-      if (k < ids.size()) worker_of[e.node] = ids[k++];
+      auto& ids = by_stage[k++ % o.stages];
+      if (ids.empty()) return fail(InternalError("replay: the coordinator's placement differs from "
+                                                 "the round-robin initial fill"));
+      worker_of[e.node] = ids.front();
+      ids.erase(ids.begin());
     }
   }
   Admin admin(c->coordinator_address());
@@ -559,6 +571,7 @@ int RunReplay(ReplayOptions o) {
   const auto t0 = gen->start_time();
   const int64_t t0_unix = NowUnixMs();
   std::map<std::string, std::string> last_state;  // worker -> state at the last sample
+  std::map<std::string, std::string> state_at_notice;
   auto sample = [&]() {
     auto st = c->GetStatus(Deadline::AfterMs(500));
     if (!st.ok()) return;
@@ -590,9 +603,12 @@ int RunReplay(ReplayOptions o) {
       const std::string& id = it->second;
       if (a.kind == 0) {
         ++drains;
+        state_at_notice[id] = last_state[id];
         events.push_back({MsSince(t0), "preempt_notice", -1, id, admin.Drain(id, 1000)});
       } else {
-        const bool was_idle = last_state[id] == "idle";
+        // A drained replica goes back to the idle pool before its kill: it was serving.
+        const bool was_idle =
+            (state_at_notice.count(id) ? state_at_notice[id] : last_state[id]) == "idle";
         Status s = c->Kill(id, SIGKILL);
         ++(was_idle ? idle_kills : kills);
         events.push_back({MsSince(t0), was_idle ? "preempt_idle" : "preempt", -1, id,
