@@ -22,6 +22,7 @@
 #include "runtime/core/logging.h"
 #include "runtime/executor/ready_file.h"
 #include "runtime/frontend/frontend.h"
+#include "runtime/policy/registry.h"
 
 int main(int argc, char** argv) {
   archi::frontend::FrontendOptions o;
@@ -52,8 +53,11 @@ int main(int argc, char** argv) {
   app.add_option("--token", token,
                  "coordinator: shared token workers and admin clients must present (default: "
                  "$ARCHI_TOKEN; none: no authentication)");
-  app.add_option("--policy", co.policy, "coordinator: scaling policy (none | reactive)")
-      ->check(CLI::IsMember({"none", "reactive"}))
+  std::vector<std::string> policies = archi::policy::PolicyNames();
+  policies.insert(policies.begin(), "none");
+  app.add_option("--policy", co.policy,
+                 "coordinator: scaling policy (none | " + archi::policy::PolicyNamesJoined() + ")")
+      ->check(CLI::IsMember(policies))
       ->capture_default_str();
   app.add_option("--slo-p99-ms", co.slo_p99_ms, "coordinator: end-to-end p99 target for the policy")
       ->check(CLI::Range(0.0, 1e7));
