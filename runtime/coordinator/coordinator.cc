@@ -1581,5 +1581,4 @@ StoreAuthorizer Coordinator::store_authorizer() {
   };
 }
 
-
 }  // namespace archi::coordinator

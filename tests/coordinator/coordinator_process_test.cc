@@ -19,6 +19,7 @@
 #include "bench/harness/coordinated_cluster.h"
 #include "bench/harness/http_get.h"
 #include "bench/harness/load_generator.h"
+#include "bench/harness/test_pipeline.h"
 #include "bench/harness/ready_file.h"
 #include "proto/coordinator.grpc.pb.h"
 #include "runtime/model/model.h"
@@ -34,7 +35,6 @@ using harness::LoadGenerator;
 using harness::LoadInput;
 using harness::LoadOptions;
 
-constexpr int kVocab = 500;
 
 class CoordinatorProcessTest : public ::testing::Test {
  protected:
@@ -42,17 +42,7 @@ class CoordinatorProcessTest : public ::testing::Test {
     root_ = new fs::path(fs::temp_directory_path() /
                          ("archi_coordinator_test_" + std::to_string(getpid())));
     fs::create_directories(*root_);
-    model::ModelConfig c;
-    c.architecture = model::Architecture::kBertEncoder;
-    c.vocab_size = kVocab;
-    c.hidden_size = 64;
-    c.num_layers = 6;
-    c.num_heads = 4;
-    c.num_kv_heads = 4;
-    c.intermediate_size = 128;
-    c.max_positions = 64;
-    c.type_vocab_size = 2;
-    ASSERT_TRUE(model::WriteRandomModel((*root_ / "model").string(), c, 7).ok());
+    ASSERT_TRUE(harness::WriteTestModel((*root_ / "model").string()).ok());
   }
   static void TearDownTestSuite() {
     std::error_code ec;
@@ -66,14 +56,10 @@ class CoordinatorProcessTest : public ::testing::Test {
                                                    std::vector<std::string> frontend_args = {}) {
     const fs::path dir = *root_ / name;
     fs::create_directories(dir);
-    std::ofstream plan(dir / "plan.yaml");
-    plan << "pipeline: " << name << "\nmodel: " << (*root_ / "model").string()
-         << "\nstages:\n  - layers: [0, 2]\n  - layers: [2, 4]\n  - layers: [4, 6]\n"
-         << "batching:\n  max_batch: 8\n  max_wait_ms: 2\n  max_tokens: 48\n"
-         << "request:\n  default_timeout_ms: 20000\n";
-    plan.close();
+    auto plan = harness::WriteTestPlan(dir.string(), name, (*root_ / "model").string());
+    EXPECT_TRUE(plan.ok()) << plan.status();
     CoordinatedClusterOptions o;
-    o.plan_path = (dir / "plan.yaml").string();
+    o.plan_path = plan.ok() ? *plan : std::string();
     o.work_dir = dir.string();
     o.replicas = std::move(replicas);
     o.idle = idle;
@@ -86,20 +72,7 @@ class CoordinatorProcessTest : public ::testing::Test {
   }
 
   static LoadOptions Load(const CoordinatedCluster& c, double duration_s) {
-    LoadOptions o;
-    o.target = c.frontend_address();
-    o.mode = LoadOptions::Mode::kClosed;
-    o.concurrency = 12;
-    std::mt19937 gen(3);
-    std::uniform_int_distribution<int> len(1, 48), tok(0, kVocab - 1);
-    for (int i = 0; i < 64; ++i) {
-      std::vector<int32_t> s(static_cast<size_t>(len(gen)));
-      for (auto& t : s) t = tok(gen);
-      o.inputs.push_back(LoadInput::Ids(std::move(s)));
-    }
-    o.duration_s = duration_s;
-    o.deadline_ms = 20'000;
-    return o;
+    return harness::ClosedTestLoad(c.frontend_address(), duration_s);
   }
 
   static void ExpectNoLoss(const harness::LoadReport& r) {

@@ -26,6 +26,7 @@
 #include "bench/harness/local_cluster.h"
 #include "bench/harness/process.h"
 #include "bench/harness/ready_file.h"
+#include "bench/harness/test_pipeline.h"
 #include "proto/inference.grpc.pb.h"
 #include "runtime/executor/stage_model.h"
 #include "runtime/model/model.h"
@@ -41,9 +42,9 @@ using harness::LoadOptions;
 using harness::LocalCluster;
 using harness::LocalClusterOptions;
 
-constexpr int kLayers = 6;
-constexpr int kVocab = 500;
-constexpr int kMaxTokens = 48;
+constexpr int kLayers = harness::kTestLayers;
+constexpr int kVocab = harness::kTestVocab;
+constexpr int kMaxTokens = harness::kTestMaxTokens;
 
 class PipelineTest : public ::testing::Test {
  protected:
@@ -51,17 +52,7 @@ class PipelineTest : public ::testing::Test {
     root_ = new fs::path(fs::temp_directory_path() /
                          ("archi_pipeline_test_" + std::to_string(getpid())));
     fs::create_directories(*root_);
-    model::ModelConfig c;
-    c.architecture = model::Architecture::kBertEncoder;
-    c.vocab_size = kVocab;
-    c.hidden_size = 64;
-    c.num_layers = kLayers;
-    c.num_heads = 4;
-    c.num_kv_heads = 4;
-    c.intermediate_size = 128;
-    c.max_positions = 64;
-    c.type_vocab_size = 2;
-    ASSERT_TRUE(model::WriteRandomModel((*root_ / "model").string(), c, 7).ok());
+    ASSERT_TRUE(harness::WriteTestModel((*root_ / "model").string()).ok());
   }
   static void TearDownTestSuite() {
     std::error_code ec;
@@ -76,20 +67,11 @@ class PipelineTest : public ::testing::Test {
       int max_batch = 8, int64_t extra_compute_ms = 0, int64_t default_timeout_ms = 20'000,
       std::vector<std::pair<std::string, std::string>> env = {}) {
     const fs::path dir = *root_ / name;
-    fs::create_directories(dir);
-    std::ofstream plan(dir / "plan.yaml");
-    plan << "pipeline: " << name << "\nmodel: " << (*root_ / "model").string() << "\nstages:\n";
-    int begin = 0;
-    for (int end : stages_end) {
-      plan << "  - layers: [" << begin << ", " << end << "]\n";
-      begin = end;
-    }
-    plan << "batching:\n  max_batch: " << max_batch
-         << "\n  max_wait_ms: 2\n  max_tokens: " << kMaxTokens
-         << "\nrequest:\n  default_timeout_ms: " << default_timeout_ms << "\n";
-    plan.close();
+    auto plan = harness::WriteTestPlan(dir.string(), name, (*root_ / "model").string(), stages_end,
+                                       max_batch, default_timeout_ms);
+    EXPECT_TRUE(plan.ok()) << plan.status();
     LocalClusterOptions o;
-    o.plan_path = (dir / "plan.yaml").string();
+    o.plan_path = plan.ok() ? *plan : std::string();
     o.work_dir = dir.string();
     o.replicas = std::move(replicas);
     o.env = std::move(env);
@@ -113,33 +95,11 @@ class PipelineTest : public ::testing::Test {
   }
 
   static std::vector<std::vector<int32_t>> Sequences(int n, uint64_t seed) {
-    std::mt19937 gen(static_cast<uint32_t>(seed));
-    std::uniform_int_distribution<int> len(1, kMaxTokens);
-    std::uniform_int_distribution<int> tok(0, kVocab - 1);
-    std::vector<std::vector<int32_t>> out;
-    for (int i = 0; i < n; ++i) {
-      std::vector<int32_t> s(static_cast<size_t>(len(gen)));
-      for (auto& t : s) t = tok(gen);
-      out.push_back(std::move(s));
-    }
-    return out;
-  }
-
-  static std::vector<LoadInput> Inputs(int n, uint64_t seed) {
-    std::vector<LoadInput> in;
-    for (auto& s : Sequences(n, seed)) in.push_back(LoadInput::Ids(std::move(s)));
-    return in;
+    return harness::RandomSequences(n, seed);
   }
 
   static LoadOptions Load(const LocalCluster& c, double duration_s, int concurrency = 12) {
-    LoadOptions o;
-    o.target = c.frontend_address();
-    o.mode = LoadOptions::Mode::kClosed;
-    o.concurrency = concurrency;
-    o.inputs = Inputs(64, 3);
-    o.duration_s = duration_s;
-    o.deadline_ms = 20'000;
-    return o;
+    return harness::ClosedTestLoad(c.frontend_address(), duration_s, concurrency);
   }
 
   static pb::StatusResponse AdminStatus(const LocalCluster& c) {
