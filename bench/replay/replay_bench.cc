@@ -471,8 +471,8 @@ int RunReplay(ReplayOptions o) {
   for (int i = 0; i < p.initial; ++i) ++co.replicas[static_cast<size_t>(i % o.stages)];
   co.idle = 0;
   co.env = {{"ARCHI_LOG_LEVEL", o.log_level}};
-  co.extra_frontend_args = {"--policy", o.policy, "--heartbeat-timeout-ms", "1000",
-                            "--heartbeat-interval-ms", "250"};
+  co.extra_frontend_args = {"--policy", o.policy, "--heartbeat-timeout-ms",
+                            std::to_string(o.heartbeat_timeout_ms)};
   if (o.extra_compute_ms > 0) {
     co.extra_worker_args = {"--extra-compute-ms", std::to_string(o.extra_compute_ms)};
   }
@@ -650,6 +650,7 @@ int RunReplay(ReplayOptions o) {
   sample();
   // The coordinator's own events (assignments, ready, dead, ...).
   std::vector<double> assign_ms;
+  int false_deaths = 0;  // declared dead for missed heartbeats (no kill): host stalls
   std::map<std::string, double> assigned_at;
   if (auto ev = c->GetEvents(Deadline::AfterMs(3000), t0_unix); ev.ok()) {
     for (const auto& e : ev->events()) {
@@ -657,6 +658,7 @@ int RunReplay(ReplayOptions o) {
       std::string kind = e.kind() == "ready" ? "ready" : e.kind() == "assigned" ? "add" : e.kind();
       if (kind != "ready" && kind != "add") kind = "coord_" + kind;
       if (e.kind() == "assigned") assigned_at[e.worker_id()] = t;
+      if (e.kind() == "dead" && e.detail().find("no heartbeat") != std::string::npos) ++false_deaths;
       if (e.kind() == "ready" && assigned_at.count(e.worker_id())) {
         assign_ms.push_back(t - assigned_at[e.worker_id()]);
       }
@@ -809,6 +811,8 @@ int RunReplay(ReplayOptions o) {
             o.stages, o.batch, static_cast<long long>(o.extra_compute_ms),
             static_cast<long long>(o.timeout_ms), slo_ms, o.policy.c_str(),
             static_cast<long long>(o.warning_ms));
+  md += Fmt("- coordinator heartbeat timeout %d ms; workers declared dead without a kill: %d\n",
+            o.heartbeat_timeout_ms, false_deaths);
   md += Fmt("- workers started %llu, drained %llu, killed %llu (+%llu idle); assigned -> ready "
             "%.0f ms mean (%zu)\n",
             (unsigned long long)spawns, (unsigned long long)drains, (unsigned long long)kills,
@@ -880,6 +884,11 @@ std::function<std::optional<int>(const std::vector<std::string>&)> AddReplayComm
   rc->add_option("--interval-ms", o->interval_ms, "timeline row length")
       ->capture_default_str()
       ->check(CLI::Range(int64_t{100}, int64_t{600'000}));
+  rc->add_option("--heartbeat-timeout-ms", o->heartbeat_timeout_ms,
+                 "coordinator heartbeat timeout (a kill -9 is detected by the broken session at "
+                 "once; a short timeout turns a busy host's scheduling stalls into false deaths)")
+      ->capture_default_str()
+      ->check(CLI::Range(100, 600'000));
   rc->add_option("--price-per-hour", o->price_per_hour, "per worker-hour")->capture_default_str();
   rc->add_option("--calibrate-s", o->calibrate_s,
                  "closed-loop calibration (1 outstanding) before the replay; archi-sim fits its "

@@ -49,6 +49,7 @@ struct ReplayOptions {
   int64_t timeout_ms = 5000;   // per-request deadline
   double slo_ms = 0;           // 0: the timeout
   int64_t interval_ms = 1000;  // timeline rows
+  int heartbeat_timeout_ms = 5000;  // coordinator: a kill -9 is seen at once (connection loss)
   double price_per_hour = 1.0;
   double calibrate_s = 2;      // closed-loop (1 outstanding) calibration before the replay; 0: none
   uint64_t seed = 1;
