@@ -116,17 +116,7 @@ Status CollBench::Setup() {
   ARCHI_ASSIGN_OR_RETURN(big_, DeviceBuffer::Allocate((big_bytes + 3) / 4 * 4, dev));
   ARCHI_ASSIGN_OR_RETURN(small_, DeviceBuffer::Allocate(static_cast<size_t>(per_rank) * 4, dev));
 
-  char address[256] = {0};
-  if (rank_ == 0) {
-    ARCHI_ASSIGN_OR_RETURN(server_, StoreServer::Start(StoreServerOptions{}));
-    std::snprintf(address, sizeof(address), "%s", server_->address().c_str());
-    store_ = server_->store();
-  }
-  job_.Broadcast(address, sizeof(address), 0);
-  if (rank_ != 0) {
-    ARCHI_ASSIGN_OR_RETURN(auto client, StoreClient::Connect(address, Deadline::AfterMs(10'000)));
-    store_ = std::move(client);
-  }
+  ARCHI_ASSIGN_OR_RETURN(store_, JobStore(job_, &server_));  // rank 0 hosts it
   WorldOptions wo = WorldOptions::FromEnv();
   wo.backend = kind_;
   wo.device_index = kind_ == BackendKind::kNccl ? job_.local_rank() : -1;

@@ -2,11 +2,13 @@
 #include "bench/p2p/mpi_job.h"
 
 #include <algorithm>
+#include <cstdio>
 #include <climits>
 #include <cstdlib>
 #include <vector>
 
 #include "archi/config.h"
+#include "world/store_client.h"
 
 #if ARCHI_HAVE_MPI
 #include <mpi.h>
@@ -190,5 +192,20 @@ Result<std::unique_ptr<MpiJob>> MpiJob::Init(int*, char***) {
 }
 
 #endif  // ARCHI_HAVE_MPI
+
+Result<std::shared_ptr<Store>> JobStore(MpiJob& job, std::unique_ptr<StoreServer>* server) {
+  char address[256] = {0};
+  std::shared_ptr<Store> store;
+  if (job.rank() == 0) {
+    ARCHI_ASSIGN_OR_RETURN(*server, StoreServer::Start(StoreServerOptions{}));
+    std::snprintf(address, sizeof(address), "%s", (*server)->address().c_str());
+    store = (*server)->store();
+  }
+  job.Broadcast(address, sizeof(address), 0);
+  if (job.rank() != 0) {
+    ARCHI_ASSIGN_OR_RETURN(store, StoreClient::Connect(address, Deadline::AfterMs(10'000)));
+  }
+  return store;
+}
 
 }  // namespace archi::bench

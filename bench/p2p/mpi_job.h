@@ -15,6 +15,8 @@
 
 #include "bench/p2p/p2p_transport.h"
 #include "runtime/core/status.h"
+#include "runtime/core/store.h"
+#include "world/store_server.h"
 
 namespace archi::bench {
 
@@ -43,5 +45,9 @@ class MpiJob {
   // the payload sent as MPI_BYTE. Valid while the job lives.
   virtual std::unique_ptr<P2PTransport> Transport() = 0;
 };
+
+// The rendezvous store of an MPI-launched benchmark: rank 0 starts a StoreServer (kept in
+// *server), broadcasts its address, and the other ranks connect to it (10 s deadline).
+Result<std::shared_ptr<Store>> JobStore(MpiJob& job, std::unique_ptr<StoreServer>* server);
 
 }  // namespace archi::bench

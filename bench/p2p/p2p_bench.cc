@@ -229,18 +229,7 @@ Status P2PBench::Setup() {
   ARCHI_ASSIGN_OR_RETURN(ack_region_, alloc(1));
   ack_ = View(ack_region_, 1);
 
-  // Rendezvous store on rank 0, its address broadcast over MPI.
-  char address[256] = {0};
-  if (rank_ == 0) {
-    ARCHI_ASSIGN_OR_RETURN(server_, StoreServer::Start(StoreServerOptions{}));
-    std::snprintf(address, sizeof(address), "%s", server_->address().c_str());
-    store_ = server_->store();
-  }
-  job_.Broadcast(address, sizeof(address), 0);
-  if (rank_ != 0) {
-    ARCHI_ASSIGN_OR_RETURN(auto client, StoreClient::Connect(address, Deadline::AfterMs(10'000)));
-    store_ = std::move(client);
-  }
+  ARCHI_ASSIGN_OR_RETURN(store_, JobStore(job_, &server_));  // rank 0 hosts it
   wopts_ = WorldOptions::FromEnv();
   wopts_.shm = ShmMode::kOff;
   if (nccl_) {

@@ -152,17 +152,7 @@ Status PatternBench::Setup() {
   ARCHI_ASSIGN_OR_RETURN(note_region_, alloc(2));
   note_ = View(note_region_, 1);
 
-  char address[256] = {0};
-  if (rank_ == 0) {
-    ARCHI_ASSIGN_OR_RETURN(server_, StoreServer::Start(StoreServerOptions{}));
-    std::snprintf(address, sizeof(address), "%s", server_->address().c_str());
-    store_ = server_->store();
-  }
-  job_.Broadcast(address, sizeof(address), 0);
-  if (rank_ != 0) {
-    ARCHI_ASSIGN_OR_RETURN(auto client, StoreClient::Connect(address, Deadline::AfterMs(10'000)));
-    store_ = std::move(client);
-  }
+  ARCHI_ASSIGN_OR_RETURN(store_, JobStore(job_, &server_));  // rank 0 hosts it
   WorldOptions gloo = WorldOptions::FromEnv();
   gloo.shm = ShmMode::kOff;
   WorldOptions shm = gloo;
