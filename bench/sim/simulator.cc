@@ -127,6 +127,16 @@ struct Hop {
   uint32_t stage;
 };
 
+// A service completion. With a deterministic performance model every batch of one (stage,
+// size) takes the same time, so completions with the same duration are created in time order:
+// they wait in one FIFO per distinct duration instead of the heap (same (time, seq) order).
+struct Done {
+  double t;
+  uint64_t seq;
+  uint32_t slot;
+  uint32_t gen;
+};
+
 struct Later {
   bool operator()(const Ev& x, const Ev& y) const {
     return x.t > y.t || (x.t == y.t && x.seq > y.seq);
@@ -193,6 +203,10 @@ struct Simulator::Impl {
 
   std::priority_queue<Ev, std::vector<Ev>, Later> heap;
   RingOf<Hop> hops;
+  // Completions by duration (deterministic model): done_fifo_of[stage][batch - 1] indexes
+  // done_fifos; empty when completions go through the heap.
+  std::vector<RingOf<Done>> done_fifos;
+  std::vector<std::vector<uint8_t>> done_fifo_of;
   uint64_t seq = 0;
 
   std::vector<Req> reqs;
@@ -360,7 +374,13 @@ struct Simulator::Impl {
     }
     rep.busy = true;
     rep.busy_start = now;
-    double d = model.StageMs(rep.stage, static_cast<int>(rep.batch.size()));
+    const int b = static_cast<int>(rep.batch.size());
+    double d = model.StageMs(rep.stage, b);
+    if (!done_fifos.empty()) {
+      done_fifos[done_fifo_of[rep.stage][b - 1]].push(
+          Done{now + d, seq++, static_cast<uint32_t>(slot), rep.gen});
+      return;
+    }
     if (noise_sampler) d *= (*noise_sampler)(rng_noise);
     Push(now + d, EvType::kServiceDone, static_cast<uint32_t>(slot), rep.gen);
   }
@@ -831,8 +851,33 @@ struct Simulator::Impl {
 
   // --- main loop ----------------------------------------------------------------------------
 
+  // One completion FIFO per distinct stage time of a deterministic model (at most 8; more, or
+  // service noise, or SimOptions::heap_only: every completion goes through the heap).
+  void SetUpDoneFifos() {
+    if (noise_sampler || o.heap_only) return;
+    std::vector<double> distinct;
+    done_fifo_of.assign(static_cast<size_t>(o.stages), std::vector<uint8_t>(static_cast<size_t>(o.max_batch)));
+    for (int s = 0; s < o.stages; ++s) {
+      for (int b = 1; b <= o.max_batch; ++b) {
+        const double d = model.StageMs(s, b);
+        auto it = std::find(distinct.begin(), distinct.end(), d);
+        if (it == distinct.end()) {
+          if (distinct.size() == 8) {
+            done_fifo_of.clear();
+            return;
+          }
+          distinct.push_back(d);
+          it = distinct.end() - 1;
+        }
+        done_fifo_of[s][b - 1] = static_cast<uint8_t>(it - distinct.begin());
+      }
+    }
+    done_fifos.resize(distinct.size());
+  }
+
   SimResult Run() {
     slo = o.slo_ms > 0 ? o.slo_ms : o.timeout_ms;
+    SetUpDoneFifos();
     r.slo_ms = slo;
     arrival_end = o.end_ms >= 0 ? static_cast<double>(o.end_ms) : static_cast<double>(trace.end_ms);
     stages.resize(static_cast<size_t>(o.stages));
@@ -903,13 +948,32 @@ struct Simulator::Impl {
     for (;;) {
       // Three sources in (time, seq) order: the next arrival (first among equal times), the
       // FIFO of batches between stages, the heap.
+      // Completions wait in FIFOs by duration when the model is deterministic: a fourth source.
       const bool have_heap = !heap.empty(), have_hop = !hops.empty();
-      bool hop = false;
-      if (have_hop) {
-        const Hop& h = hops.front();
-        hop = !have_heap || h.t < heap.top().t || (h.t == heap.top().t && h.seq < heap.top().seq);
+      double best_t = have_heap ? heap.top().t : -1;
+      uint64_t best_seq = have_heap ? heap.top().seq : 0;
+      enum : uint8_t { kHeap, kHop, kDone } src = kHeap;
+      size_t done_src = 0;
+      auto better = [&](double t, uint64_t sq) {
+        return best_t < 0 || t < best_t || (t == best_t && sq < best_seq);
+      };
+      if (have_hop && better(hops.front().t, hops.front().seq)) {
+        best_t = hops.front().t;
+        best_seq = hops.front().seq;
+        src = kHop;
       }
-      const double next_event_t = hop ? hops.front().t : (have_heap ? heap.top().t : -1);
+      for (size_t k = 0; k < done_fifos.size(); ++k) {
+        if (done_fifos[k].empty()) continue;
+        const Done& d = done_fifos[k].front();
+        if (better(d.t, d.seq)) {
+          best_t = d.t;
+          best_seq = d.seq;
+          src = kDone;
+          done_src = k;
+        }
+      }
+      const bool hop = src == kHop;
+      const double next_event_t = best_t;
       const bool arrival =
           next_arrival_t >= 0 && (next_event_t < 0 || next_arrival_t <= next_event_t);
       if (!arrival && next_event_t < 0) break;
@@ -931,6 +995,11 @@ struct Simulator::Impl {
       if (hop) {
         Hop h = hops.pop();
         GroupArrives(h.group, static_cast<int>(h.stage), now);
+        continue;
+      }
+      if (src == kDone) {
+        Done d = done_fifos[done_src].pop();
+        ServiceDone(static_cast<int>(d.slot), d.gen, now);
         continue;
       }
       Ev ev = heap.top();

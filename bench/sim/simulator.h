@@ -82,6 +82,9 @@ struct SimOptions {
   uint64_t seed = 1;
   int64_t end_ms = -1;            // last arrival time; -1: the node trace's end
   bool record_latencies = false;  // keep every served latency (tests)
+  // Every service completion through the event heap (the reference path; tests compare it to
+  // the default, which keeps a deterministic model's completions in per-duration FIFOs).
+  bool heap_only = false;
   // Availability forecaster for proactive policies (docs/policies.md: forecasters run outside
   // the policy): called before each decision with the usable nodes (present and not under a
   // preemption notice) at every whole minute so far; its Forecast goes to Decide. Empty: every
