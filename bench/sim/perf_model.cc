@@ -7,7 +7,43 @@ namespace archi::sim {
 double PerfModel::PipelineMs(int batch) const {
   double t = 0;
   for (const auto& s : stage_ms) t += s[batch - 1];
-  return t + transfer_ms * static_cast<double>(stage_ms.size() > 0 ? stage_ms.size() - 1 : 0);
+  return t + transfer_ms * static_cast<double>(stage_ms.size() > 0 ? stage_ms.size() - 1 : 0) +
+         overhead_ms;
+}
+
+Result<PerfModel> PerfModel::FromStageTimes(const std::vector<double>& stage_p50_ms,
+                                            double p99_over_p50, double overhead_ms,
+                                            int max_batch) {
+  if (stage_p50_ms.empty() || max_batch < 1) {
+    return InvalidArgumentError("stages: no stage times, or max batch < 1");
+  }
+  if (!(p99_over_p50 >= 1) || !std::isfinite(p99_over_p50)) {
+    return InvalidArgumentError("stages: p99 / p50 must be >= 1");
+  }
+  if (!(overhead_ms >= 0) || !std::isfinite(overhead_ms)) {
+    return InvalidArgumentError("stages: the overhead must be >= 0");
+  }
+  // Lognormal multiplier with median m and p99 = m * ratio: sigma = ln(ratio) / z(0.99). The
+  // stage's mean is its median * exp(sigma^2 / 2), the multiplier lognormal(-sigma^2/2, sigma)
+  // has mean 1, so the product's median is the measured one.
+  constexpr double kZ99 = 2.3263478740408408;
+  const double sigma = std::log(p99_over_p50) / kZ99;
+  PerfModel m;
+  m.stage_ms.assign(stage_p50_ms.size(), std::vector<double>(static_cast<size_t>(max_batch)));
+  std::string times;
+  for (size_t s = 0; s < stage_p50_ms.size(); ++s) {
+    if (!(stage_p50_ms[s] > 0) || !std::isfinite(stage_p50_ms[s])) {
+      return InvalidArgumentError("stages: stage " + std::to_string(s) + " has no positive time");
+    }
+    for (double& v : m.stage_ms[s]) v = stage_p50_ms[s] * std::exp(0.5 * sigma * sigma);
+    times += (s ? " / " : "") + std::to_string(stage_p50_ms[s]);
+  }
+  if (sigma > 0) m.noise = Distribution::Lognormal(-0.5 * sigma * sigma, sigma);
+  m.overhead_ms = overhead_ms;
+  m.description = "measured stage medians " + times + " ms (p99/p50 " +
+                  std::to_string(p99_over_p50) + ", lognormal per batch), overhead outside the "
+                  "stages " + std::to_string(overhead_ms) + " ms";
+  return m;
 }
 
 PerfModel PerfModel::Constant(int stages, int max_batch, double stage_ms, double transfer_ms) {

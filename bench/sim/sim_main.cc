@@ -50,17 +50,19 @@ class StaticPolicy final : public policy::Policy {
 using PolicyFlags = policy::PolicyOptions;
 
 // --policy NAME: the runtime/policy registry (the names archi-coordinator accepts too) plus
-// the simulator's own "static" baseline.
+// the simulator's own "static" baseline and "none" (static under the coordinator's reconcile
+// loop: what archi-coordinator --policy none does).
 std::vector<std::string> SimPolicyNames() {
   std::vector<std::string> names = policy::PolicyNames();
   names.push_back("static");
+  names.push_back("none");
   std::sort(names.begin(), names.end());
   return names;
 }
 
 Result<std::unique_ptr<policy::Policy>> MakeSimPolicy(const std::string& name,
                                                       const PolicyFlags& f) {
-  if (name == "static") return std::unique_ptr<policy::Policy>(std::make_unique<StaticPolicy>());
+  if (name == "static" || name == "none") return std::unique_ptr<policy::Policy>(std::make_unique<StaticPolicy>());
   return policy::MakePolicy(name, f);
 }
 
@@ -191,11 +193,58 @@ Result<PerfModel> MakePerf(const Flags& f) {
     if (!f.quiet) std::printf("service time fit of %s (%s, ms):\n\n%s\n", file.c_str(), column.c_str(), rep.ToMarkdown().c_str());
     return m;
   }
+  if (kind == "stages") {
+    // stages:STAGE_CSV[,E2E_CSV[:COLUMN]]: per-worker compute medians and p99s by stage
+    // (columns stage, compute_p50_ms, compute_p99_ms; archi-bench replay writes
+    // replay_stage_compute.csv) and optionally unloaded end-to-end latencies, whose median
+    // beyond the stages' sum becomes the overhead outside them.
+    std::string stage_csv = arg, e2e_csv, column = "latency_ms";
+    if (auto c = arg.find(','); c != std::string::npos) {
+      stage_csv = arg.substr(0, c);
+      e2e_csv = arg.substr(c + 1);
+      if (auto k = e2e_csv.rfind(':'); k != std::string::npos) {
+        column = e2e_csv.substr(k + 1);
+        e2e_csv = e2e_csv.substr(0, k);
+      }
+    }
+    ARCHI_ASSIGN_OR_RETURN(std::vector<double> st, LoadCsvColumn(stage_csv, "stage"));
+    ARCHI_ASSIGN_OR_RETURN(std::vector<double> p50, LoadCsvColumn(stage_csv, "compute_p50_ms"));
+    ARCHI_ASSIGN_OR_RETURN(std::vector<double> p99, LoadCsvColumn(stage_csv, "compute_p99_ms"));
+    auto median = [](std::vector<double> v) {
+      if (v.empty()) return 0.0;
+      std::sort(v.begin(), v.end());
+      const size_t n = v.size();
+      return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+    };
+    std::vector<std::vector<double>> by_stage(static_cast<size_t>(stages));
+    std::vector<double> ratios;
+    for (size_t i = 0; i < st.size() && i < p50.size() && i < p99.size(); ++i) {
+      const int s = static_cast<int>(st[i]);
+      if (s < 0 || s >= stages || !(p50[i] > 0)) continue;
+      by_stage[static_cast<size_t>(s)].push_back(p50[i]);
+      ratios.push_back(std::max(1.0, p99[i] / p50[i]));
+    }
+    std::vector<double> med(static_cast<size_t>(stages));
+    double sum = 0;
+    for (int s = 0; s < stages; ++s) {
+      if (by_stage[static_cast<size_t>(s)].empty()) {
+        return InvalidArgumentError("--perf stages: " + stage_csv + " has no time for stage " + std::to_string(s));
+      }
+      med[static_cast<size_t>(s)] = median(by_stage[static_cast<size_t>(s)]);
+      sum += med[static_cast<size_t>(s)];
+    }
+    double overhead = 0;
+    if (!e2e_csv.empty()) {
+      ARCHI_ASSIGN_OR_RETURN(std::vector<double> e2e, LoadCsvColumn(e2e_csv, column));
+      overhead = std::max(0.0, median(e2e) - sum);
+    }
+    return PerfModel::FromStageTimes(med, median(ratios), overhead, mb);
+  }
   if (kind == "harmony") {
     ARCHI_ASSIGN_OR_RETURN(HarmonyModel h, LoadHarmonyModel(arg));
     return PerfModel::FromHarmony(h, stages, mb, f.harmony_device, f.gpu_gb, f.vcpus);
   }
-  return InvalidArgumentError("--perf '" + p + "': expected constant:MS[,MS], profile:FILE, fit:CSV[:COLUMN] or harmony:FILE");
+  return InvalidArgumentError("--perf '" + p + "': expected constant:MS[,MS], profile:FILE, fit:CSV[:COLUMN], stages:CSV[,CSV[:COLUMN]] or harmony:FILE");
 }
 
 std::string CsvQuote(const std::string& s) {
@@ -349,6 +398,7 @@ Status RunSim(Flags f, const std::string& cmdline) {
   f.o.end_ms = f.duration_ms >= 0 ? f.duration_ms : trace.end_ms;
   f.o.resend = !f.no_resend;
   f.o.initial_fill = !f.no_initial_fill;
+  if (f.policy == "none") f.o.coordinator_reconcile = true;
   ARCHI_ASSIGN_OR_RETURN(PerfModel perf, MakePerf(f));
   ARCHI_ASSIGN_OR_RETURN(ArrivalSpec arrivals, MakeArrivals(f, static_cast<double>(f.o.end_ms)));
   {
@@ -475,7 +525,7 @@ int Main(int argc, char** argv) {
   app.add_option("--rate-schedule", f.rate_schedule, "Poisson arrivals whose rate (req/s) follows one value per minute from this file (arrival-rates.csv format), repeated; --rate rescales its mean");
   app.add_option("--rate", f.rate, "mean arrival rate (req/s); default with no arrival source: Poisson at --requests / duration");
   app.add_option("--requests", f.requests, "stop arrivals after this many (0: until the end of the trace)");
-  app.add_option("--perf", f.perf, "performance model: constant:STAGE_MS[,TRANSFER_MS] | profile:FILE (SpotServe) | fit:CSV[:COLUMN] (fit measured times, default column latency_ms) | harmony:FILE (HarmonyBatch)");
+  app.add_option("--perf", f.perf, "performance model: constant:STAGE_MS[,TRANSFER_MS] | profile:FILE (SpotServe) | fit:CSV[:COLUMN] (fit measured times, default column latency_ms) | stages:STAGE_CSV[,E2E_CSV[:COLUMN]] (measured per-stage compute p50/p99 by worker; the end-to-end median beyond them is an overhead outside the stages) | harmony:FILE (HarmonyBatch)");
   app.add_option("--tp", f.tp, "profile: tensor-parallel degree");
   app.add_option("--output-len", f.output_len, "profile: generated tokens per request");
   app.add_option("--harmony-device", f.harmony_device, "harmony: gpu or cpu");
@@ -493,6 +543,7 @@ int Main(int argc, char** argv) {
   app.add_option("--repartition-ms", f.o.costs.repartition_ms, "reconfiguration: full re-partition (no policy plans one yet)");
   app.add_option("--price-per-hour", f.o.price_per_hour, "price of one node-hour (idle or not)");
   app.add_option("--instance-kind", f.o.instance_kind, "Worker::kind given to the policy");
+  app.add_flag("--coordinator-reconcile", f.o.coordinator_reconcile, "model archi-coordinator's reconcile loop on top of the policy: per-stage targets refilled from idle nodes, an emptied stage borrows a replica, a noticed replica is cordoned once done (--policy none implies it)");
   app.add_flag("--no-initial-fill", f.no_initial_fill, "start with every node idle (the policy places them) instead of round-robin over the stages");
   app.add_option("--service-cv", f.o.service_cv, "service time noise per batch: gamma, mean 1, this CV");
   app.add_option("--seed", f.o.seed, "seed of every random stream");

@@ -189,6 +189,7 @@ struct Simulator::Impl {
     bool warned = false;
     int rep = -1;
     int idle_pos = -1;  // index in state.idle / idle_nodes while idle
+    bool cordoned = false;  // drained after its notice, never assigned again (coordinator mode)
   };
 
   SimOptions o;
@@ -225,6 +226,13 @@ struct Simulator::Impl {
   int warned_present = 0;              // present nodes under a preemption notice
   std::vector<double> minute_usable;   // usable nodes at each whole minute (forecaster input)
   int counts[4] = {0, 0, 0, 0};  // replicas by RState
+
+  // The live coordinator's own reconcile loop (SimOptions::coordinator_reconcile).
+  std::vector<int> target;            // per stage
+  std::vector<bool> failed_stage;     // a replica of the stage was removed, not yet replaced
+  std::map<int, int> lent;            // donor stage -> replicas lent to an emptied stage
+  int cordoned = 0;                   // present nodes drained after their notice
+  bool in_reconcile = false, reconcile_again = false;
 
   // What the policy sees, kept up to date incrementally (rebuilding it for 10,000 workers at
   // every decision would dominate the run); slots[s][i] is the replica behind
@@ -288,11 +296,14 @@ struct Simulator::Impl {
 
   void Finish(uint32_t i, double now) {
     const Req& q = reqs[i];
-    if (now > q.deadline) {
+    // The model's overhead outside the stages (frontend, RPC) occupies no replica: it is only
+    // added to the latency.
+    const double done = now + model.overhead_ms;
+    if (done > q.deadline) {
       TimedOut(i);
       return;
     }
-    double lat = now - q.arrival;
+    double lat = done - q.arrival;
     ++r.served;
     ++cur.served;
     e2e.Add(lat);
@@ -369,7 +380,13 @@ struct Simulator::Impl {
     }
     if (rep.batch.empty()) {
       rep.busy = false;
-      if (rep.state == RState::kDraining && !nodes[rep.node].warned) FinishDrain(slot, now);
+      if (rep.state == RState::kDraining) {
+        if (!nodes[rep.node].warned) {
+          FinishDrain(slot, now);
+        } else if (o.coordinator_reconcile) {
+          Cordon(slot, now);
+        }
+      }
       return;
     }
     rep.busy = true;
@@ -546,6 +563,127 @@ struct Simulator::Impl {
     ReleaseReplica(slot);
     Log(now, "drained", stage, nodes[node].id);
     AddIdle(node);
+    Reconcile(now);
+  }
+
+  // Coordinator mode: a replica under a preemption notice that has finished its work is
+  // released like the live coordinator's admin drain does (the worker reports idle) but never
+  // assigned again.
+  void Cordon(int slot, double now) {
+    int node = reps[slot].node;
+    int stage = reps[slot].stage;
+    ReleaseReplica(slot);
+    nodes[node].cordoned = true;
+    ++cordoned;
+    Log(now, "drained", stage, nodes[node].id, "cordoned after its preemption notice");
+  }
+
+  // --- the live coordinator's reconcile loop (SimOptions::coordinator_reconcile) ------------
+  //
+  // archi-coordinator keeps a target replica count per stage on top of any policy (the initial
+  // placement; +1 per policy AddReplica, -1 per DrainReplica) and, every 20 ms and on every
+  // admin drain, brings each stage to it: idle workers are assigned to a stage below target
+  // (its PickIdle: equal capacities, so the smallest id), a stage emptied by a failure with no
+  // idle worker borrows one replica from the stage with the most (its target -1, given back once
+  // a worker is idle), extras are drained (joining first, then the shortest queue). The
+  // simulator runs it at each of those moments: membership changes, notices, finished drains,
+  // after every policy plan.
+
+  int Active(int stage) const {
+    int n = 0;
+    for (int slot : slots[stage]) {
+      n += reps[slot].state == RState::kJoining || reps[slot].state == RState::kReady;
+    }
+    return n;
+  }
+
+  void CoordinatorAssign(int stage, int active, double now) {
+    size_t best = 0;
+    for (size_t k = 1; k < state.idle.size(); ++k) {
+      if (state.idle[k].id < state.idle[best].id) best = k;
+    }
+    const int node = idle_nodes[best];
+    RemoveIdle(node);
+    const int slot = NewReplica(node, stage, RState::kJoining, now);
+    Log(now, "add", stage, nodes[node].id,
+        "coordinator: stage " + std::to_string(stage) + " has " + std::to_string(active) +
+            " of " + std::to_string(target[static_cast<size_t>(stage)]) + " replicas");
+    Push(now + o.costs.world_create_ms + o.costs.weight_load_ms, EvType::kJoinDone,
+         static_cast<uint32_t>(slot), reps[slot].gen);
+  }
+
+  void FillStages(double now) {
+    for (int s = 0; s < o.stages; ++s) {
+      int& t = target[static_cast<size_t>(s)];
+      int active = Active(s);
+      while (active < t && !state.idle.empty()) {
+        CoordinatorAssign(s, active, now);
+        ++active;
+        failed_stage[static_cast<size_t>(s)] = false;
+      }
+      if (active == 0 && t > 0 && failed_stage[static_cast<size_t>(s)]) {
+        int donor = -1, most = 1;
+        for (int d = 0; d < o.stages; ++d) {
+          const int a = Active(d);
+          if (d != s && a > most && target[static_cast<size_t>(d)] > 1) {
+            donor = d;
+            most = a;
+          }
+        }
+        if (donor >= 0) {
+          --target[static_cast<size_t>(donor)];
+          ++lent[donor];
+          failed_stage[static_cast<size_t>(s)] = false;
+          Log(now, "replan", s, "", "coordinator: no idle worker; one replica from stage " +
+                                        std::to_string(donor));
+          reconcile_again = true;
+        }
+      }
+      while (active > t) {
+        int pick = -1;
+        for (int slot : slots[s]) {
+          const Rep& r = reps[slot];
+          if (r.state != RState::kJoining && r.state != RState::kReady) continue;
+          if (pick < 0) {
+            pick = slot;
+            continue;
+          }
+          const Rep& p = reps[pick];
+          const auto rank = [](const Rep& x) {
+            return std::make_pair(x.state == RState::kReady ? 1 : 0, x.queue.size());
+          };
+          if (rank(r) < rank(p)) pick = slot;
+        }
+        if (pick < 0) break;
+        Log(now, "drain", s, nodes[reps[pick].node].id,
+            "coordinator: stage " + std::to_string(s) + " has " + std::to_string(active) +
+                " replicas; target " + std::to_string(t));
+        SetState(pick, RState::kDraining, now);
+        --active;
+        if (!reps[pick].busy && reps[pick].queue.empty()) FinishDrain(pick, now);
+      }
+    }
+  }
+
+  void Reconcile(double now) {
+    if (!o.coordinator_reconcile || target.empty()) return;
+    if (in_reconcile) {  // a drain finished inside: run again at the end
+      reconcile_again = true;
+      return;
+    }
+    in_reconcile = true;
+    do {
+      reconcile_again = false;
+      FillStages(now);
+      while (!lent.empty() && !state.idle.empty()) {
+        auto it = lent.begin();
+        ++target[static_cast<size_t>(it->first)];
+        Log(now, "replan", it->first, "", "coordinator: an idle worker is available, target back");
+        if (--it->second == 0) lent.erase(it);
+        FillStages(now);
+      }
+    } while (reconcile_again);
+    in_reconcile = false;
   }
 
   // Requests held for a stage with no ready replica go out once one is ready.
@@ -608,6 +746,10 @@ struct Simulator::Impl {
     Log(now, "preempt_notice", reps[slot].stage, id);
     if (reps[slot].state != RState::kDraining) SetState(slot, RState::kDraining, now);
     Reroute(slot, now);
+    if (o.coordinator_reconcile) {
+      if (!reps[slot].busy && reps[slot].queue.empty()) Cordon(slot, now);
+      Reconcile(now);
+    }
   }
 
   void NodeRemove(const std::string& id, double now) {
@@ -621,6 +763,13 @@ struct Simulator::Impl {
     if (n.warned) --warned_present;
     if (n.rep < 0) {
       if (!n.warned) RemoveIdle(it->second);
+      if (n.cordoned) {
+        // It served a stage until its notice (the live replay counts its kill as a preemption).
+        n.cordoned = false;
+        --cordoned;
+        Log(now, "preempt", -1, id);
+        return;
+      }
       Log(now, "preempt_idle", -1, id);
       return;
     }
@@ -645,6 +794,7 @@ struct Simulator::Impl {
     reps[slot].batch.swap(in_service);  // keep its capacity for the slot's next use
     reps[slot].batch.clear();
     Log(now, "preempt", stage, id);
+    if (o.coordinator_reconcile && !failed_stage.empty()) failed_stage[static_cast<size_t>(stage)] = true;
   }
 
   void NodeEvents(size_t first, double now) {
@@ -660,6 +810,7 @@ struct Simulator::Impl {
     if (i < trace.events.size() && static_cast<double>(trace.events[i].time_ms) <= arrival_end) {
       Push(static_cast<double>(trace.events[i].time_ms), EvType::kNodeEvents, static_cast<uint32_t>(i));
     }
+    Reconcile(now);
     RequestMembershipDecision(now);
   }
 
@@ -724,11 +875,15 @@ struct Simulator::Impl {
       RemoveIdle(node);
       int slot = NewReplica(node, add->stage, RState::kJoining, now);
       Log(now, "add", add->stage, add->worker, a.reason);
+      if (o.coordinator_reconcile) ++target[static_cast<size_t>(add->stage)];
       Push(now + o.costs.world_create_ms + o.costs.weight_load_ms, EvType::kJoinDone,
            static_cast<uint32_t>(slot), reps[slot].gen);
     } else if (const auto* drain = std::get_if<policy::DrainReplica>(&a.op)) {
       int slot = nodes[node_by_id.at(drain->worker)].rep;
       Log(now, "drain", drain->stage, drain->worker, a.reason);
+      if (o.coordinator_reconcile) {
+        target[static_cast<size_t>(drain->stage)] = std::max(0, target[static_cast<size_t>(drain->stage)] - 1);
+      }
       SetState(slot, RState::kDraining, now);
       if (!reps[slot].busy && reps[slot].queue.empty()) FinishDrain(slot, now);
     }
@@ -758,6 +913,7 @@ struct Simulator::Impl {
         for (const policy::Action& a : plan.actions) Apply(a, now);
       }
     }
+    Reconcile(now);
     state.memory = std::move(plan.memory);
     ResetWindow(now);
     ++decision_token;
@@ -840,7 +996,7 @@ struct Simulator::Impl {
     cur.joining = counts[static_cast<int>(RState::kJoining)];
     cur.ready = counts[static_cast<int>(RState::kReady)];
     cur.draining = counts[static_cast<int>(RState::kDraining)];
-    cur.idle = static_cast<int>(state.idle.size());
+    cur.idle = static_cast<int>(state.idle.size()) + cordoned;  // cordoned workers report idle
     cur.in_system = in_system;
     CountChange(now);
     cur.cost = node_ms / 3.6e6 * o.price_per_hour;
@@ -909,6 +1065,9 @@ struct Simulator::Impl {
         ++k;
       }
     }
+    target.assign(static_cast<size_t>(o.stages), 0);
+    failed_stage.assign(static_cast<size_t>(o.stages), false);
+    for (int s = 0; s < o.stages; ++s) target[static_cast<size_t>(s)] = Active(s);
     if (first < trace.events.size() && static_cast<double>(trace.events[first].time_ms) <= arrival_end) {
       Push(static_cast<double>(trace.events[first].time_ms), EvType::kNodeEvents,
            static_cast<uint32_t>(first));

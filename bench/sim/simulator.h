@@ -85,6 +85,12 @@ struct SimOptions {
   // Every service completion through the event heap (the reference path; tests compare it to
   // the default, which keeps a deterministic model's completions in per-duration FIFOs).
   bool heap_only = false;
+  // Model archi-coordinator's own reconcile loop on top of the policy, as the live system runs
+  // it (simulator.cc, "the live coordinator's reconcile loop"): per-stage targets kept from the
+  // idle pool (a preempted or noticed replica is replaced at once), an emptied stage borrowing a
+  // replica, and a replica under notice released and cordoned once its work is done (it shows
+  // as idle). With the "static" policy this is the live coordinator's --policy none.
+  bool coordinator_reconcile = false;
   // Availability forecaster for proactive policies (docs/policies.md: forecasters run outside
   // the policy): called before each decision with the usable nodes (present and not under a
   // preemption notice) at every whole minute so far; its Forecast goes to Decide. Empty: every

@@ -420,6 +420,136 @@ class RecordingPolicy final : public policy::Policy {
   std::vector<policy::Forecast>* seen_;
 };
 
+// Plans nothing (archi-sim's "static").
+class NoActions final : public policy::Policy {
+ public:
+  std::string_view name() const override { return "static"; }
+  policy::Plan Decide(const policy::ClusterState& state, const policy::ClusterMetrics&,
+                      const policy::Forecast&) const override {
+    policy::Plan p;
+    p.memory = state.memory;
+    p.next_evaluation_ms = state.now_ms + 1000;
+    return p;
+  }
+};
+const NoActions kNoActions;
+
+TEST(SimulatorTest, OverheadOutsideTheStagesOccupiesNoReplica) {
+  // 10 ms of service every 10 ms plus 5 ms outside the stages: nobody queues (it would if the
+  // 5 ms were service), every latency is 15 ms; with a 14 ms deadline every request times out.
+  PerfModel m = PerfModel::Constant(1, 1, 10, 0);
+  m.overhead_ms = 5;
+  EXPECT_DOUBLE_EQ(m.PipelineMs(1), 15);
+  auto r = RunSim(Exact(1, 10'000), m, Trace({{0, NodeOp::kAdd, "n1"}}, 0),
+                  Times(Every(0, 10, 100)), kNoActions);
+  ASSERT_EQ(r.latencies.size(), 100u);
+  for (double l : r.latencies) EXPECT_DOUBLE_EQ(l, 15.0);
+  SimOptions o = Exact(1, 10'000);
+  o.timeout_ms = 14;
+  r = RunSim(o, m, Trace({{0, NodeOp::kAdd, "n1"}}, 0), Times(Every(0, 10, 100)), kNoActions);
+  EXPECT_EQ(r.timed_out, 100u);
+  ExpectConserved(r);
+}
+
+TEST(SimulatorTest, StageTimesModel) {
+  // Medians 20 and 30 ms, p99/p50 1 (deterministic), overhead 4 ms.
+  auto m = PerfModel::FromStageTimes({20, 30}, 1.0, 4, 2);
+  ASSERT_TRUE(m.ok()) << m.status();
+  EXPECT_FALSE(m->noise.has_value());
+  EXPECT_DOUBLE_EQ(m->StageMs(1, 2), 30);
+  EXPECT_DOUBLE_EQ(m->PipelineMs(1), 54);
+  // p99 twice the median: lognormal with sigma ln 2 / z99 and mean 1; the stage mean is the
+  // median * exp(sigma^2 / 2).
+  m = PerfModel::FromStageTimes({20}, 2.0, 0, 1);
+  ASSERT_TRUE(m.ok());
+  ASSERT_TRUE(m->noise.has_value());
+  const double sigma = std::log(2.0) / 2.3263478740408408;
+  EXPECT_NEAR(m->noise->Mean(), 1.0, 1e-12);
+  EXPECT_NEAR(m->StageMs(0, 1), 20 * std::exp(0.5 * sigma * sigma), 1e-9);
+  EXPECT_FALSE(PerfModel::FromStageTimes({20}, 0.5, 0, 1).ok());
+  EXPECT_FALSE(PerfModel::FromStageTimes({0}, 1, 0, 1).ok());
+  EXPECT_FALSE(PerfModel::FromStageTimes({20}, 1, -1, 1).ok());
+}
+
+TEST(SimulatorTest, CoordinatorReconcileReplacesAtTheNotice) {
+  // a serves stage 0, b stage 1; c joins idle at 1 s. b's removal at 10 s is announced at 8 s.
+  // Under the coordinator's reconcile loop c is assigned to stage 1 at the notice (ready 113 ms
+  // later), b is cordoned (it had no work) and shows as idle until its kill; every request is
+  // served. Without it ("static" alone) stage 1 is empty from the notice on and the requests
+  // after 8 s time out.
+  SimOptions o = Exact(2, 20'000);
+  o.warning_ms = 2'000;
+  o.timeout_ms = 3'000;
+  o.costs.world_create_ms = 13;
+  o.costs.weight_load_ms = 100;
+  o.interval_ms = 1'000;
+  o.coordinator_reconcile = true;
+  const NodeTrace t = Trace({{0, NodeOp::kAdd, "a"}, {0, NodeOp::kAdd, "b"}, {1'000, NodeOp::kAdd, "c"},
+                             {10'000, NodeOp::kRemove, "b"}}, 20'000);
+  const ArrivalSpec a = Times(Every(5, 250, 80));  // until 19.755 s
+  auto r = RunSim(o, PerfModel::Constant(2, 1, 10, 0), t, a, kNoActions);
+  EXPECT_EQ(r.served, 80u);
+  ExpectConserved(r);
+  bool added = false, cordoned = false;
+  for (const ReconfigEvent& e : r.log) {
+    if (e.kind == "add") {
+      EXPECT_EQ(e.worker, "c");
+      EXPECT_EQ(e.stage, 1);
+      EXPECT_DOUBLE_EQ(e.t_ms, 8'000);
+      added = true;
+    }
+    if (e.kind == "ready" && e.worker == "c") EXPECT_DOUBLE_EQ(e.t_ms, 8'113);
+    if (e.kind == "drained") {
+      EXPECT_EQ(e.worker, "b");
+      cordoned = true;
+    }
+  }
+  EXPECT_TRUE(added);
+  EXPECT_TRUE(cordoned);
+  EXPECT_EQ(r.reconfigs["preempt"], 1u);  // b's kill: it served until its notice
+  EXPECT_EQ(r.reconfigs["preempt_idle"], 0u);
+  // Row ending at 9 s: a and c ready, b cordoned (idle); at 11 s b is gone.
+  ASSERT_GE(r.timeline.size(), 11u);
+  EXPECT_EQ(r.timeline[8].ready, 2);
+  EXPECT_EQ(r.timeline[8].idle, 1);
+  EXPECT_EQ(r.timeline[10].idle, 0);
+  EXPECT_EQ(r.timeline[10].nodes, 2);
+
+  o.coordinator_reconcile = false;
+  auto s = RunSim(o, PerfModel::Constant(2, 1, 10, 0), t, a, kNoActions);
+  EXPECT_EQ(s.reconfigs["add"], 0u);
+  EXPECT_GT(s.timed_out, 40u);
+  ExpectConserved(s);
+}
+
+TEST(SimulatorTest, CoordinatorReconcileBorrowsForAnEmptiedStage) {
+  // a, c on stage 0, b on stage 1 (round-robin). b is removed without notice at 5 s and nobody
+  // is idle: stage 1 borrows from stage 0 (target 2 -> 1), whose drained replica moves over
+  // (ready 113 ms later). d joins at 20 s: stage 0 gets its replica back.
+  SimOptions o = Exact(2, 30'000);
+  o.warning_ms = 0;
+  o.costs.world_create_ms = 13;
+  o.costs.weight_load_ms = 100;
+  o.coordinator_reconcile = true;
+  auto r = RunSim(o, PerfModel::Constant(2, 1, 10, 0),
+                  Trace({{0, NodeOp::kAdd, "a"}, {0, NodeOp::kAdd, "b"}, {0, NodeOp::kAdd, "c"},
+                         {5'000, NodeOp::kRemove, "b"}, {20'000, NodeOp::kAdd, "d"}}, 30'000),
+                  Times(Every(3, 100, 290)), kNoActions);
+  ExpectConserved(r);
+  EXPECT_EQ(r.served, 290u);
+  EXPECT_EQ(r.reconfigs["replan"], 2u);
+  EXPECT_EQ(r.reconfigs["drain"], 1u);
+  EXPECT_EQ(r.reconfigs["add"], 2u);
+  std::vector<std::pair<std::string, int>> adds;
+  for (const ReconfigEvent& e : r.log) {
+    if (e.kind == "add") adds.push_back({e.worker, e.stage});
+  }
+  ASSERT_EQ(adds.size(), 2u);
+  EXPECT_EQ(adds[1], std::make_pair(std::string("d"), 0));
+  EXPECT_EQ(adds[0].second, 1);
+  EXPECT_EQ(r.timeline.back().ready, 3);
+}
+
 TEST(SimulatorTest, ForecasterSeesUsableNodesPerMinute) {
   // Three nodes; n3's removal at 160 s is announced at 130 s: usable at minutes 0, 1, 2, 3 is
   // 3, 3, 3, 2. The forecaster's output reaches the policy unchanged.
