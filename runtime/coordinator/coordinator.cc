@@ -738,6 +738,13 @@ struct Coordinator::Impl {
       std::visit(
           [&](const auto& op) {
             using T = std::decay_t<decltype(op)>;
+            if constexpr (std::is_same_v<T, policy::SetRoutingWeights> ||
+                          std::is_same_v<T, policy::SetBatchingGroups>) {
+              // Routing weights and batching groups act on the frontend (issue 9).
+              Event("policy", "", -1, policy::ToString(a));
+              m_.policy_actions.Increment();
+              return;
+            } else {
             auto it = live.find(op.worker);
             if (it == live.end()) return;
             if constexpr (std::is_same_v<T, policy::AddReplica>) {
@@ -751,6 +758,7 @@ struct Coordinator::Impl {
               Event("policy", op.worker, op.stage, policy::ToString(a));
               m_.policy_actions.Increment();
               Release(it->second, a.reason);
+            }
             }
           },
           a.op);

@@ -132,9 +132,19 @@ struct FrontendMetrics {
   friend bool operator==(const FrontendMetrics&, const FrontendMetrics&) = default;
 };
 
+// One application (a request class with its own latency SLO) as the frontend sees it: its
+// admitted rate over the window and its SLO. Multi-SLO batching (issue 9) groups applications.
+struct AppMetrics {
+  std::string app;
+  double rate_rps = 0;
+  double slo_ms = 0;  // 0 = none
+  friend bool operator==(const AppMetrics&, const AppMetrics&) = default;
+};
+
 struct ClusterMetrics {
   std::vector<StageMetrics> stages;  // a stage without an entry has unknown metrics
   FrontendMetrics frontend;
+  std::vector<AppMetrics> apps;  // optional, per application (empty: one anonymous class)
   friend bool operator==(const ClusterMetrics&, const ClusterMetrics&) = default;
 };
 
@@ -170,9 +180,41 @@ struct DrainReplica {
   WorkerId worker;
   friend bool operator==(const DrainReplica&, const DrainReplica&) = default;
 };
-// New kinds of action (routing weights, batching groups, re-partition; issue 9) are added as
-// alternatives here; std::visit at the call sites then fails to compile until they handle them.
-using ActionOp = std::variant<AddReplica, DrainReplica>;
+// Share of a stage's traffic for the replicas of one worker kind (Worker::kind; "" and
+// "default" are the same kind). Within a kind the router spreads as before (least loaded).
+struct KindWeight {
+  std::string kind;
+  double weight = 0;  // >= 0; the weights of one SetRoutingWeights sum to 1
+  friend bool operator==(const KindWeight&, const KindWeight&) = default;
+};
+// Route `stage`'s traffic (-1: every stage) over worker kinds by these weights; a kind not
+// listed gets none while a listed kind has a ready replica (with none, the router falls back to
+// every ready replica rather than hold the request). Empty weights: no preference (the default
+// least-loaded routing over all replicas). Replaces the previous weights of that stage.
+struct SetRoutingWeights {
+  int stage = -1;
+  std::vector<KindWeight> weights;
+  std::string mode;  // for logs: "cost" / "capacity" (hetero routing)
+  friend bool operator==(const SetRoutingWeights&, const SetRoutingWeights&) = default;
+};
+// One batcher at the frontend: requests of `apps` are batched together, up to `max_batch` per
+// micro-batch, the first request waiting at most `timeout_ms` for the batch to fill.
+struct BatchingGroup {
+  std::vector<std::string> apps;  // AppMetrics::app names
+  double slo_ms = 0;              // the tightest member's SLO
+  int max_batch = 1;
+  double timeout_ms = 0;
+  std::vector<KindWeight> route;  // optional: kinds this group's micro-batches go to (combined)
+  friend bool operator==(const BatchingGroup&, const BatchingGroup&) = default;
+};
+// Replace the frontend's batching groups (an application in no group is batched alone with the
+// frontend's default batch size). Empty groups: back to the default batcher.
+struct SetBatchingGroups {
+  std::vector<BatchingGroup> groups;
+  friend bool operator==(const SetBatchingGroups&, const SetBatchingGroups&) = default;
+};
+// std::visit at the call sites fails to compile until a new alternative is handled.
+using ActionOp = std::variant<AddReplica, DrainReplica, SetRoutingWeights, SetBatchingGroups>;
 
 struct Action {
   ActionOp op;
@@ -214,10 +256,14 @@ Status Validate(const ClusterState& state);
 
 // Checks a plan against the state it was decided on, so a caller can refuse a faulty policy's
 // plan instead of acting on it: an added worker is in the idle pool and added once, a drained
-// worker is a joining or ready replica of that stage and drained once, stages exist.
+// worker is a joining or ready replica of that stage and drained once, stages exist; routing
+// weights name a stage that exists (or -1), are finite, >= 0, sum to 1 (within 1e-6) and name
+// each kind once; batching groups have max_batch >= 1, timeout_ms >= 0, and name each
+// application in one group at most.
 Status ValidatePlan(const Plan& plan, const ClusterState& state);
 
-// "add s1 w7 (reason)" / "drain s0 w3 (reason)".
+// "add s1 w7 (reason)" / "drain s0 w3 (reason)" / "route s-1 cost cpu-8=0.75 cpu-2=0.25" /
+// "batch [a,b]x8/120ms [c]x1/0ms".
 std::string ToString(const Action& action);
 
 }  // namespace archi::policy

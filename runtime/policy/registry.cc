@@ -20,6 +20,21 @@ const std::map<std::string, Factory, std::less<>>& Table() {
          ARCHI_RETURN_IF_ERROR(o.parcae.Validate());
          return std::unique_ptr<Policy>(std::make_unique<ParcaePolicy>(o.parcae));
        }},
+      {"cost-capacity",
+       [](const PolicyOptions& o) -> Result<std::unique_ptr<Policy>> {
+         ARCHI_RETURN_IF_ERROR(o.cost_capacity.Validate());
+         return std::unique_ptr<Policy>(std::make_unique<CostCapacityPolicy>(o.cost_capacity));
+       }},
+      {"harmony",
+       [](const PolicyOptions& o) -> Result<std::unique_ptr<Policy>> {
+         ARCHI_RETURN_IF_ERROR(o.harmony.Validate());
+         return std::unique_ptr<Policy>(std::make_unique<HarmonyPolicy>(o.harmony));
+       }},
+      {"combined",
+       [](const PolicyOptions& o) -> Result<std::unique_ptr<Policy>> {
+         ARCHI_RETURN_IF_ERROR(o.combined.Validate());
+         return std::unique_ptr<Policy>(std::make_unique<CombinedPolicy>(o.combined));
+       }},
   };
   return *table;
 }

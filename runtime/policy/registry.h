@@ -16,6 +16,7 @@
 #include "runtime/policy/parcae.h"
 #include "runtime/policy/policy.h"
 #include "runtime/policy/reactive.h"
+#include "runtime/policy/research_policies.h"
 
 namespace archi::policy {
 
@@ -23,12 +24,15 @@ namespace archi::policy {
 struct PolicyOptions {
   ReactiveOptions reactive;
   ParcaeOptions parcae;
+  CostCapacityOptions cost_capacity;  // "cost-capacity"
+  HarmonyPolicyOptions harmony;       // "harmony": needs a model (LoadHarmonyModel)
+  CombinedPolicyOptions combined;     // "combined": needs combined.batching.model
 };
 
-// The registered names, sorted: "parcae", "reactive".
+// The registered names, sorted: "combined", "cost-capacity", "harmony", "parcae", "reactive".
 std::vector<std::string> PolicyNames();
 
-// "parcae | reactive", for error messages and flag help.
+// "combined | cost-capacity | harmony | parcae | reactive", for error messages and flag help.
 std::string PolicyNamesJoined(std::string_view sep = " | ");
 
 // A new policy object. kInvalidArgument for an unknown name (listing the known ones) or options

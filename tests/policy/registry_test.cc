@@ -10,24 +10,28 @@ namespace archi::policy {
 namespace {
 
 TEST(PolicyRegistry, NamesAreSortedAndComplete) {
-  EXPECT_EQ(PolicyNames(), (std::vector<std::string>{"parcae", "reactive"}));
-  EXPECT_EQ(PolicyNamesJoined(), "parcae | reactive");
+  EXPECT_EQ(PolicyNames(), (std::vector<std::string>{"combined", "cost-capacity", "harmony", "parcae", "reactive"}));
+  EXPECT_EQ(PolicyNamesJoined(), "combined | cost-capacity | harmony | parcae | reactive");
 }
 
 TEST(PolicyRegistry, MakesEachNamedPolicy) {
+  PolicyOptions o;  // harmony and combined need a latency model
+  o.harmony.model.gpu.l1 = 0.001;
+  o.harmony.model.gpu.l2 = 0.01;
+  o.combined.batching.model = o.harmony.model;
   for (const std::string& n : PolicyNames()) {
-    auto p = MakePolicy(n);
+    auto p = MakePolicy(n, o);
     ASSERT_TRUE(p.ok()) << n << ": " << p.status().ToString();
     EXPECT_EQ((*p)->name(), n);
   }
 }
 
 TEST(PolicyRegistry, UnknownNameIsInvalidArgument) {
-  for (const char* n : {"", "none", "Reactive", "static", "harmony"}) {
+  for (const char* n : {"", "none", "Reactive", "static", "harmonybatch"}) {
     auto p = MakePolicy(n);
     ASSERT_FALSE(p.ok()) << n;
     EXPECT_EQ(p.status().code(), StatusCode::kInvalidArgument) << n;
-    EXPECT_NE(p.status().message().find("parcae, reactive"), std::string::npos)
+    EXPECT_NE(p.status().message().find("combined, cost-capacity, harmony, parcae, reactive"), std::string::npos)
         << p.status().ToString();
   }
 }
@@ -46,6 +50,11 @@ TEST(PolicyRegistry, OptionsAreValidatedAndPassedOn) {
   const auto* parcae = dynamic_cast<const ParcaePolicy*>(good->get());
   ASSERT_NE(parcae, nullptr);
   EXPECT_EQ(parcae->options().horizon, 3);
+
+  // harmony without a model is refused.
+  auto no_model = MakePolicy("harmony");
+  ASSERT_FALSE(no_model.ok());
+  EXPECT_EQ(no_model.status().code(), StatusCode::kInvalidArgument);
 }
 
 }  // namespace
