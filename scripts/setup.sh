@@ -11,6 +11,7 @@ PACKAGES=(
   nlohmann-json3-dev libyaml-cpp-dev prometheus-cpp-dev
   libopenblas-dev libdnnl-dev libutf8proc-dev clang-14 libclang-rt-14-dev libssl-dev zlib1g-dev openssl
   gnuplot-nox libgsl-dev procps iproute2 python3-venv
+  etcd-server
 )
 
 missing=()

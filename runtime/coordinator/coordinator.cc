@@ -189,14 +189,15 @@ struct Coordinator::Impl {
     bool release_sent = false, cordoned = false, had_traffic = false;
     friend bool operator==(const Journaled&, const Journaled&) = default;
   };
-  std::unique_ptr<WriteAheadLog> wal;
+  std::unique_ptr<StateLog> wal;  // WriteAheadLog, or options.state_log (etcd)
   std::map<std::string, Journaled> journaled;
   uint64_t journaled_epoch = 0, journaled_assignment = 0;
   std::vector<int> journaled_target;
   pb::PolicyState journaled_policy;
   std::vector<std::string> journaled_recoveries;  // serialized
   std::atomic<bool> wal_error_logged{false};  // (written outside mu by the control thread)
-  int64_t restore_hold_until_ms = 0;  // no policy decisions while restored workers reconnect
+  int64_t restore_hold_until_ms = 0;
+  bool fenced = false;  // the state log refused us for good (etcd leadership lost)  // no policy decisions while restored workers reconnect
 
   // Prometheus (SetMetrics; a disabled registry until then). Handles guarded by mu.
   std::unique_ptr<ex::Metrics> own_metrics = ex::Metrics::Disabled();
@@ -776,6 +777,18 @@ struct Coordinator::Impl {
         cv.wait_for(lock, std::chrono::milliseconds(20), [&] { return wake || stopping; });
         wake = false;
         if (stopping) return;
+        if (wal && !fenced && !wal->Writable().ok()) {
+          // Another coordinator leads (etcd): decide nothing, write nothing (not even "gone"
+          // in the registry), end every session so workers move to the leader.
+          fenced = true;
+          Event("fenced", "", -1, "state writes refused (" + wal->Writable().ToString() + ")");
+          for (auto& [id, w] : live) {
+            if (w.session) {
+              w.session->End(Grpc(grpc::StatusCode::UNAVAILABLE, "coordinator stepped down"));
+            }
+          }
+        }
+        if (fenced) continue;
         const int64_t now = UnixMillis();
         std::vector<std::string> timed_out;
         for (const auto& [id, w] : live) {
@@ -880,7 +893,7 @@ struct Coordinator::Impl {
   void WalError(const Status& s) {
     if (wal_error_logged.exchange(true)) return;  // once per process
     ARCHI_LOG_ERROR("coordinator: state log in {}: {} (changes may not survive a restart)",
-                    options.state_dir, s.ToString());
+                    StateWhere(), s.ToString());
   }
   void Append(const pb::StateRecord& r) {
     if (auto lsn = wal->Append(r.SerializeAsString()); !lsn.ok()) WalError(lsn.status());
@@ -996,10 +1009,14 @@ struct Coordinator::Impl {
   // workers as alive but unconfirmed, and writes a fresh snapshot (compacting the log).
   Status OpenState() {
     WalContents c;
-    auto opened = WriteAheadLog::Open(options.state_dir, &c);
+    Result<std::unique_ptr<StateLog>> opened = [&]() -> Result<std::unique_ptr<StateLog>> {
+      if (options.state_log) return options.state_log(&c);
+      ARCHI_ASSIGN_OR_RETURN(auto w, WriteAheadLog::Open(options.state_dir, &c));
+      return std::unique_ptr<StateLog>(std::move(w));
+    }();
     if (!opened.ok()) {
       return Status(opened.status().code(),
-                    "coordinator state in " + options.state_dir + ": " +
+                    "coordinator state in " + StateWhere() + ": " +
                         std::string(opened.status().message()));
     }
     wal = std::move(*opened);
@@ -1009,7 +1026,7 @@ struct Coordinator::Impl {
     bool found = false;
     auto st = RebuildState(c, plan.name, plan.num_stages(), options.max_dead, &found);
     if (!st.ok()) {
-      return Status(st.status().code(), "coordinator state in " + options.state_dir + ": " +
+      return Status(st.status().code(), "coordinator state in " + StateWhere() + ": " +
                                             std::string(st.status().message()));
     }
     const int64_t now = UnixMillis();
@@ -1051,7 +1068,7 @@ struct Coordinator::Impl {
       Event("restored", "", -1,
             std::to_string(live.size()) + " workers to reconnect within " +
                 std::to_string(grace) + " ms, " + std::to_string(recoveries.size()) +
-                " recoveries, from " + options.state_dir + " (lsn " +
+                " recoveries, from " + StateWhere() + " (lsn " +
                 std::to_string(c.last_lsn) + ")");
     }
     MarkJournaled();
@@ -1067,8 +1084,16 @@ struct Coordinator::Impl {
   void OnSessionEnd(const std::shared_ptr<SessionState>& session, const std::string& id,
                     uint64_t epoch);
   grpc::Status Authorize(grpc::CallbackServerContext* ctx) const {
-    return CheckToken(ctx->client_metadata(), options.token);
+    grpc::Status token = CheckToken(ctx->client_metadata(), options.token);
+    if (!token.ok()) return token;
+    if (wal) {  // fenced off (etcd: another coordinator leads now): serve nothing
+      if (Status w = wal->Writable(); !w.ok()) {
+        return Grpc(grpc::StatusCode::UNAVAILABLE, "coordinator stepped down: " + w.ToString());
+      }
+    }
+    return grpc::Status::OK;
   }
+  std::string StateWhere() const { return wal ? wal->Describe() : options.state_dir; }
   grpc::Status GetStatus(pb::CoordinatorStatusResponse* resp);
   grpc::Status Scale(const pb::ScaleRequest& req, pb::ScaleResponse* resp);
   grpc::Status Drain(const pb::DrainWorkerRequest& req, pb::DrainWorkerResponse* resp);
@@ -1540,7 +1565,7 @@ Result<std::unique_ptr<Coordinator>> Coordinator::Create(CoordinatorOptions opti
     impl->member_secret = MemberSecret(options.token, impl->plan.name);
     impl->frontend_credential = FrontendStoreCredential(options.token, impl->plan.name);
   }
-  if (!options.state_dir.empty()) ARCHI_RETURN_IF_ERROR(impl->OpenState());
+  if (!options.state_dir.empty() || options.state_log) ARCHI_RETURN_IF_ERROR(impl->OpenState());
   impl->InitMetrics(*impl->own_metrics);
   impl->worker_service = std::make_unique<WorkerService>(impl.get());
   impl->admin_service = std::make_unique<AdminService>(impl.get());

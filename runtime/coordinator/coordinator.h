@@ -50,6 +50,9 @@ class Metrics;
 
 namespace archi::coordinator {
 
+class StateLog;
+struct WalContents;
+
 struct CoordinatorOptions {
   std::string token;  // shared secret; empty: no authentication (a warning is logged)
   int heartbeat_interval_ms = 250;
@@ -71,6 +74,11 @@ struct CoordinatorOptions {
   // dead. The state's targets and policy win over `replicas` and `policy`. Empty: nothing
   // survives a restart (every worker's resume is refused; they stop serving and register afresh).
   std::string state_dir;
+  // Instead of state_dir: opens another state store and fills what it held (archi-coordinator
+  // --state-etcd: an EtcdStateLog, etcd_state_log.h, once this process won the leadership). Once
+  // the log's Writable() fails (leadership lost) the coordinator is fenced: it refuses every RPC
+  // (UNAVAILABLE), ends the sessions and decides and writes nothing more.
+  std::function<Result<std::unique_ptr<StateLog>>(WalContents*)> state_log;
   int resume_grace_ms = 0;          // 0: 3 heartbeat timeouts, at least 15 s
   uint64_t snapshot_every = 10'000;  // log records between snapshots
 };

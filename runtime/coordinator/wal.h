@@ -1,4 +1,5 @@
-// WriteAheadLog: an append-only log of opaque records plus one snapshot, kept in a directory.
+// WriteAheadLog: an append-only log of opaque records plus one snapshot, kept in a directory: the
+// local backend of StateLog (state_log.h).
 // The coordinator's durable state (runtime/coordinator/state_journal.h) is written through it;
 // nothing here knows what the records mean.
 //
@@ -38,51 +39,45 @@
 #include <string_view>
 #include <vector>
 
+#include "runtime/coordinator/state_log.h"
 #include "runtime/core/status.h"
 
 namespace archi::coordinator {
-
-struct WalContents {
-  std::optional<std::string> snapshot;  // the snapshot's payload, if there is one
-  uint64_t snapshot_lsn = 0;            // the last record the snapshot covers
-  std::vector<std::string> records;     // payloads of records snapshot_lsn + 1, ... in order
-  uint64_t last_lsn = 0;                // the last valid record (snapshot_lsn when none follow)
-  std::string torn;                     // "file at offset N: why" when a torn tail was dropped
-};
 
 struct WalOptions {
   size_t max_record_bytes = size_t{64} << 20;  // larger is refused (Append) or corrupt (Open)
 };
 
-class WriteAheadLog {
+class WriteAheadLog final : public StateLog {
  public:
   // Opens `dir` (created if missing), locks it, loads what is there into `contents` and starts a
   // new segment for appends. kFailedPrecondition when another process holds the directory,
   // kDataLoss (file and offset) for a corrupt record, kUnavailable for I/O errors.
   static Result<std::unique_ptr<WriteAheadLog>> Open(const std::string& dir, WalContents* contents,
                                                      WalOptions options = {});
-  ~WriteAheadLog();
+  ~WriteAheadLog() override;
   WriteAheadLog(const WriteAheadLog&) = delete;
   WriteAheadLog& operator=(const WriteAheadLog&) = delete;
 
   // Appends one record (write(2), no flush); returns its lsn.
-  Result<uint64_t> Append(std::string_view payload);
+  Result<uint64_t> Append(std::string_view payload) override;
   // Makes every record appended so far durable (one fdatasync for all of them).
-  Status Sync();
+  Status Sync() override;
   // Returns once record `lsn` is durable (a Sync unless another call already covered it).
-  Status SyncTo(uint64_t lsn);
+  Status SyncTo(uint64_t lsn) override;
 
-  uint64_t last_lsn() const;
+  uint64_t last_lsn() const override;
   uint64_t synced_lsn() const;
-  uint64_t records_since_snapshot() const;  // appended after the last BeginSnapshot (or Open)
+  uint64_t records_since_snapshot() const override;  // since the last BeginSnapshot (or Open)
   const std::string& dir() const;
+  std::string Describe() const override { return "state dir " + dir(); }
 
   // Step 1 (cheap): the snapshot to be written will cover every record up to the returned lsn;
   // later appends go to a new segment. kFailedPrecondition while a snapshot is in progress.
-  Result<uint64_t> BeginSnapshot();
+  Result<uint64_t> BeginSnapshot() override;
   // Step 2 (slow): writes `payload` as the snapshot covering `lsn` (from BeginSnapshot) and
   // deletes the segments it covers. On error the old files stay valid (nothing is lost).
-  Status WriteSnapshot(uint64_t lsn, std::string_view payload);
+  Status WriteSnapshot(uint64_t lsn, std::string_view payload) override;
 
   struct Impl;
 
