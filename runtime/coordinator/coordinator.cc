@@ -16,6 +16,7 @@
 #include "runtime/coordinator/auth.h"
 #include "runtime/coordinator/state_journal.h"
 #include "runtime/coordinator/wal.h"
+#include "runtime/coordinator/worker_index.h"
 #include "runtime/core/logging.h"
 #include "runtime/core/params.h"
 #include "runtime/executor/metrics.h"
@@ -168,6 +169,12 @@ struct Coordinator::Impl {
   policy::PolicyMemory memory;
   int64_t next_policy_ms = 0;
   std::function<policy::FrontendMetrics()> frontend_metrics;
+  // Incremental indexes of `live` (worker_index.h), updated wherever a worker's state, stage,
+  // session, cordon or heartbeat deadline changes, so that the control loop, assignments and
+  // Status never walk every live worker: per-stage counts and members, the idle pool, the state
+  // counts of the gauges (`index`) and the heartbeat deadlines (`hb_due`).
+  WorkerIndex index;
+  DueQueue hb_due;
   // Registered, connected workers at each whole minute (the last entry: the current minute's
   // latest count), for policies that take an availability forecast (parcae: ForecastNaive).
   std::vector<double> workers_per_minute;
@@ -252,23 +259,78 @@ struct Coordinator::Impl {
                                        l);
   }
   void UpdateGauges() {
-    int idle = 0, serving = 0, draining = 0;
-    std::vector<int> ready(static_cast<size_t>(plan.num_stages()), 0);
-    for (const auto& [id, w] : live) {
-      if (w.state == "idle") ++idle;
-      else if (w.state == "draining") ++draining;
-      else ++serving;
-      if (w.state == "ready" && w.stage >= 0 && w.stage < plan.num_stages()) {
-        ++ready[static_cast<size_t>(w.stage)];
-      }
-    }
-    m_.idle.Set(idle);
-    m_.serving.Set(serving);
-    m_.draining.Set(draining);
+    m_.idle.Set(index.idle());
+    m_.serving.Set(index.serving());
+    m_.draining.Set(index.draining());
     for (size_t s = 0; s < m_.target.size(); ++s) {
       m_.target[s].Set(target[s]);
-      m_.ready[s].Set(ready[s]);
+      m_.ready[s].Set(index.Ready(static_cast<int>(s)));
     }
+  }
+
+  // ---- the incremental indexes (mu held) ----
+  static WorkerFacts FactsOf(const WorkerEntry& w) {
+    WorkerFacts f;
+    f.state = WorkerFacts::ParseState(w.state);
+    f.stage = w.stage;
+    f.idle_eligible = w.state == "idle" && w.session != nullptr && !w.cordoned;
+    f.capacity = w.spec.capacity();
+    return f;
+  }
+  // The first time at which the heartbeat timeout declares `w` dead (ControlLoop's rule: more
+  // than heartbeat_timeout_ms since its last heartbeat, and not within a restart's grace).
+  int64_t HeartbeatDue(const WorkerEntry& w) const {
+    return std::max(w.last_hb_ms + options.heartbeat_timeout_ms + 1, w.unconfirmed_until_ms);
+  }
+  // After a change of a live worker's state, stage, session or cordon.
+  void Reindex(const WorkerEntry& w) { index.Update(w.spec.worker_id(), FactsOf(w)); }
+  // After a worker enters `live`, or its heartbeat deadline moved earlier (a heartbeat that moves
+  // it later needs nothing: DueQueue re-reads it when the old key comes due).
+  void Track(const WorkerEntry& w) {
+    Reindex(w);
+    hb_due.Set(w.spec.worker_id(), HeartbeatDue(w));
+  }
+  void Untrack(const std::string& id) {
+    index.Remove(id);
+    hb_due.Erase(id);
+  }
+  // The live workers of stages a and b (either may be outside the plan), in id order (the order
+  // a walk of `live` visits them in).
+  std::vector<const std::string*> MembersOf(int a, int b) const {
+    const auto& x = index.Members(a);
+    const auto& y = index.Members(b);
+    std::vector<const std::string*> out;
+    out.reserve(x.size() + y.size());
+    auto i = x.begin(), j = y.begin();
+    while (i != x.end() || j != y.end()) {
+      if (j == y.end() || (i != x.end() && *i < *j)) {
+        out.push_back(&*i++);
+      } else {
+        out.push_back(&*j++);
+      }
+    }
+    return out;
+  }
+  // Recomputes every index from `live` and aborts on a difference (options.verify_indexes).
+  void VerifyIndexes() const {
+    ARCHI_CHECK(index.size() == live.size() && hb_due.size() == live.size(),
+                "coordinator index: {} indexed, {} deadlines, {} live", index.size(),
+                hb_due.size(), live.size());
+    WorkerIndex want(plan.num_stages());
+    for (const auto& [id, w] : live) {
+      want.Update(id, FactsOf(w));
+      const WorkerFacts* f = index.Find(id);
+      ARCHI_CHECK(f != nullptr && *f == FactsOf(w), "coordinator index: stale facts of {}", id);
+      ARCHI_CHECK(hb_due.contains(id), "coordinator index: no heartbeat deadline for {}", id);
+    }
+    for (int s = 0; s < plan.num_stages(); ++s) {
+      ARCHI_CHECK(want.Assigned(s) == index.Assigned(s) && want.Ready(s) == index.Ready(s) &&
+                      want.Members(s) == index.Members(s),
+                  "coordinator index: stage {} counts or members differ", s);
+    }
+    ARCHI_CHECK(want.idle() == index.idle() && want.draining() == index.draining() &&
+                    want.idle_pool() == index.idle_pool(),
+                "coordinator index: idle pool or state counts differ");
   }
 
   std::unique_ptr<pb::Coordinator::CallbackService> worker_service;
@@ -410,10 +472,11 @@ struct Coordinator::Impl {
                                  : WorldName(peer, peer_inc, id, inc));
       out.push_back(std::move(w));
     };
-    for (const auto& [pid, w] : live) {
-      if (pid == id || !Assigned(w.state)) continue;
-      if (w.stage == stage - 1) add(pid, std::to_string(w.epoch), false);
-      if (w.stage == stage + 1) add(pid, std::to_string(w.epoch), true);
+    for (const std::string* pid : MembersOf(stage - 1, stage + 1)) {
+      const WorkerEntry& w = live.at(*pid);
+      if (*pid == id || !Assigned(w.state)) continue;
+      if (w.stage == stage - 1) add(*pid, std::to_string(w.epoch), false);
+      if (w.stage == stage + 1) add(*pid, std::to_string(w.epoch), true);
     }
     if (!frontend_incarnation.empty()) {
       if (stage == 0) add("frontend", frontend_incarnation, false);
@@ -425,6 +488,7 @@ struct Coordinator::Impl {
   void Assign(WorkerEntry& w, int stage, const std::string& why) {
     w.state = "loading";
     w.stage = stage;
+    Reindex(w);
     w.assignment_id = next_assignment++;
     w.release_sent = false;
     w.had_traffic = false;
@@ -454,6 +518,7 @@ struct Coordinator::Impl {
     if (w.release_sent) return;
     w.release_sent = true;
     w.state = "draining";
+    Reindex(w);
     w.state_since_ms = UnixMillis();
     pb::CoordinatorMessage m;
     m.mutable_release()->set_assignment_id(w.assignment_id);
@@ -467,6 +532,7 @@ struct Coordinator::Impl {
     if (it == live.end()) return;
     WorkerEntry w = std::move(it->second);
     live.erase(it);
+    Untrack(id);
     const int64_t now = UnixMillis();
     (cause.starts_with("session") ? m_.dead_session
      : cause.starts_with("no heartbeat") ? m_.dead_heartbeat
@@ -489,7 +555,9 @@ struct Coordinator::Impl {
     if (serving) {
       to_mark_gone.push_back({id, std::to_string(w.epoch)});
       // Tell its neighbours to drop its worlds now (they would also see the registry).
-      for (auto& [nid, n] : live) {
+      for (const std::string* nid_ptr : MembersOf(stage - 1, stage + 1)) {
+        const std::string& nid = *nid_ptr;
+        WorkerEntry& n = live.at(nid);
         if (!n.session || n.stage < 0 || std::abs(n.stage - stage) != 1) continue;
         pb::CoordinatorMessage m;
         auto* r = m.mutable_worlds()->add_remove();
@@ -518,19 +586,16 @@ struct Coordinator::Impl {
     cv.notify_all();
   }
 
-  int Active(int stage) const {
-    int n = 0;
-    for (const auto& [id, w] : live) n += (w.stage == stage && Assigned(w.state)) ? 1 : 0;
-    return n;
-  }
+  int Active(int stage) const { return index.Assigned(stage); }
 
+  // The idle worker to assign next: highest capacity, then smallest id; none whose assignment
+  // failed in the last 5 s.
   WorkerEntry* PickIdle(int64_t now) {
-    WorkerEntry* best = nullptr;
-    for (auto& [id, w] : live) {
-      if (w.state != "idle" || !w.session || w.cordoned || w.failed_until_ms > now) continue;
-      if (!best || w.spec.capacity() > best->spec.capacity()) best = &w;
+    for (const auto& [capacity, id] : index.idle_pool()) {
+      WorkerEntry& w = live.at(id);
+      if (w.failed_until_ms <= now) return &w;
     }
-    return best;
+    return nullptr;
   }
 
   // Brings every stage to its target: assign idle workers, drain extras, re-plan when a failure
@@ -596,7 +661,8 @@ struct Coordinator::Impl {
       // Extras: drain joining ones first, then the least busy.
       while (active > target[static_cast<size_t>(s)]) {
         WorkerEntry* pick = nullptr;
-        for (auto& [id, w] : live) {
+        for (const std::string& id : index.Members(s)) {
+          WorkerEntry& w = live.at(id);
           if (w.stage != s || !Assigned(w.state) || w.release_sent) continue;
           auto rank = [](const WorkerEntry& e) {
             return std::make_pair(e.state == "ready" ? 1 : 0, e.load.queue_depth());
@@ -629,7 +695,8 @@ struct Coordinator::Impl {
                 std::to_string(now - r.detected_unix_ms()) + " ms after detection");
         }
       }
-      if (!r.replacement().empty()) {
+      if (!r.replacement().empty() &&
+          (r.replacement_ready_unix_ms() == 0 || r.traffic_restored_unix_ms() == 0)) {
         auto it = live.find(r.replacement());
         if (it == live.end()) continue;
         const WorkerEntry& w = it->second;
@@ -690,7 +757,8 @@ struct Coordinator::Impl {
       policy::StageMetrics sm;
       sm.stage = s;
       int ready = 0;
-      for (const auto& [id, w] : live) {
+      for (const std::string& id : index.Members(s)) {
+        const WorkerEntry& w = live.at(id);
         if (w.stage != s || (!Assigned(w.state) && w.state != "draining")) continue;
         policy::Replica r;
         r.worker = {id, w.spec.host(), w.spec.kind(), w.spec.capacity(), w.spec.price_per_hour()};
@@ -716,11 +784,14 @@ struct Coordinator::Impl {
       }
       state.stages.push_back(std::move(st));
     }
-    for (const auto& [id, w] : live) {
-      if (w.state == "idle" && w.session && !w.cordoned) {
-        state.idle.push_back(
-            {id, w.spec.host(), w.spec.kind(), w.spec.capacity(), w.spec.price_per_hour()});
-      }
+    std::vector<const std::string*> idle_ids;  // in id order, as a walk of `live` finds them
+    for (const auto& [capacity, id] : index.idle_pool()) idle_ids.push_back(&id);
+    std::sort(idle_ids.begin(), idle_ids.end(),
+              [](const std::string* a, const std::string* b) { return *a < *b; });
+    for (const std::string* id : idle_ids) {
+      const WorkerEntry& w = live.at(*id);
+      state.idle.push_back(
+          {*id, w.spec.host(), w.spec.kind(), w.spec.capacity(), w.spec.price_per_hour()});
     }
     if (frontend_metrics) metrics.frontend = frontend_metrics();
     if (options.slo_p99_ms > 0) metrics.frontend.slo_p99_ms = options.slo_p99_ms;
@@ -790,13 +861,17 @@ struct Coordinator::Impl {
         }
         if (fenced) continue;
         const int64_t now = UnixMillis();
-        std::vector<std::string> timed_out;
-        for (const auto& [id, w] : live) {
-          if (w.unconfirmed_until_ms > now) continue;  // restored: still within its grace
-          if (now - w.last_hb_ms > options.heartbeat_timeout_ms) timed_out.push_back(id);
-        }
+        // Heartbeat timeouts (and restored workers past their grace) from the deadline queue:
+        // each worker is looked at about once per timeout, not on every pass.
+        std::vector<std::string> timed_out = hb_due.PopDue(now, [&](const std::string& id) {
+          auto it = live.find(id);
+          return it == live.end() ? now : HeartbeatDue(it->second);
+        });
+        std::sort(timed_out.begin(), timed_out.end());  // id order, as a walk of `live` had it
         for (const auto& id : timed_out) {
-          const WorkerEntry& w = live[id];
+          auto it = live.find(id);
+          if (it == live.end()) continue;
+          const WorkerEntry& w = it->second;
           DeclareDead(id, w.unconfirmed_until_ms > 0
                               ? "did not reconnect within " +
                                     std::to_string(now - w.last_hb_ms) +
@@ -809,6 +884,7 @@ struct Coordinator::Impl {
         PolicyTick(now);
         UpdateRecoveries(now);
         UpdateGauges();
+        if (options.verify_indexes) VerifyIndexes();
         gone.swap(to_mark_gone);
         Journal();
         if (wal && wal->records_since_snapshot() >= options.snapshot_every) {
@@ -1060,7 +1136,8 @@ struct Coordinator::Impl {
         WorkerEntry w = FromDurable(d);
         w.last_hb_ms = now;
         w.unconfirmed_until_ms = now + grace;
-        live[w.spec.worker_id()] = std::move(w);
+        const std::string id = w.spec.worker_id();
+        Track(live[id] = std::move(w));
       }
       for (const auto& d : st->dead()) dead.push_back(FromDurable(d));
       recoveries.assign(st->recoveries().begin(), st->recoveries().end());
@@ -1134,6 +1211,7 @@ grpc::Status Coordinator::Impl::Register(grpc::CallbackServerContext* ctx,
                       req.worker_id() + " is retired; register afresh");
     }
     it->second.last_hb_ms = now;
+    Track(it->second);
     resp->set_epoch(it->second.epoch);
     resp->set_resumed(true);
     Event("resumed", req.worker_id(), it->second.stage, "epoch " + std::to_string(it->second.epoch));
@@ -1158,7 +1236,7 @@ grpc::Status Coordinator::Impl::Register(grpc::CallbackServerContext* ctx,
     Event("registered", req.worker_id(), -1,
           "epoch " + std::to_string(w.epoch) + ", host " + req.host() + ", pid " +
               std::to_string(req.pid()) + ", capacity " + std::to_string(w.spec.capacity()));
-    live[req.worker_id()] = std::move(w);
+    Track(live[req.worker_id()] = std::move(w));
   }
   resp->set_pipeline(plan.name);
   resp->set_store_address(store_address);
@@ -1201,10 +1279,12 @@ void Coordinator::Impl::OnMessage(const std::shared_ptr<SessionState>& session,
       w.session->End(Grpc(grpc::StatusCode::ABORTED, "replaced by a newer session"));
     }
     w.session = session;
+    Reindex(w);
     *bound_id = m.worker_id();
     *bound_epoch = m.epoch();
     if (w.unconfirmed_until_ms > 0) {
       w.unconfirmed_until_ms = 0;
+      Track(w);  // its deadline may move earlier: the restart's grace is over
       Event("reconnected", w.spec.worker_id(), w.stage,
             "epoch " + std::to_string(w.epoch) + " resumed after the coordinator's restart");
     }
@@ -1227,7 +1307,9 @@ void Coordinator::Impl::OnMessage(const std::shared_ptr<SessionState>& session,
       *end = Grpc(grpc::StatusCode::INVALID_ARGUMENT, "too many links in a heartbeat");
       return;
     }
-    w.last_hb_ms = now;
+    const bool clock_back = now < w.last_hb_ms;
+    w.last_hb_ms = now;  // a later deadline: hb_due reads it when the queued one comes due
+    if (clock_back) hb_due.Set(w.spec.worker_id(), HeartbeatDue(w));  // an earlier one: re-queue
     w.load = hb.load();
     w.links.assign(hb.links().begin(), hb.links().end());
     const std::string& s = hb.state();
@@ -1268,6 +1350,7 @@ void Coordinator::Impl::OnMessage(const std::shared_ptr<SessionState>& session,
       r.mutable_release()->set_reason("unknown assignment");
       session->Send(std::move(r));
     }
+    Reindex(w);
     pb::CoordinatorMessage ack;
     ack.mutable_ack()->set_coordinator_unix_ms(now);
     session->Send(std::move(ack));
@@ -1400,39 +1483,80 @@ class AdminService final : public pb::CoordinatorAdmin::CallbackService {
   Coordinator::Impl* c_;
 };
 
+// What Status reports of one worker, copied under the lock (short strings, scalars: no heap
+// allocation for typical ids and hosts) and turned into the answer outside it.
+struct StatusRow {
+  std::string worker_id, state, host, kind, dead_reason;
+  uint64_t epoch = 0;
+  int stage = -1;
+  int32_t pid = 0;
+  double capacity = 0;
+  int64_t last_hb_ms = 0;
+  pb::LoadReport load;
+  std::vector<std::string> links;
+};
+
 grpc::Status Coordinator::Impl::GetStatus(pb::CoordinatorStatusResponse* resp) {
-  std::lock_guard lock(mu);
-  const int64_t now = UnixMillis();
-  resp->set_pipeline(plan.name);
-  resp->set_policy(policy ? std::string(policy->name()) : "none");
+  // The lock is held only to copy (at 10,000 workers, building the ~740 kB answer under it held
+  // it for ~100 ms, and heartbeats, Scale and the control loop waited that long).
+  std::vector<StatusRow> rows;
+  std::vector<pb::Recovery> recs;
+  std::vector<int> targets, ready;
+  std::string policy_name;
+  int64_t now = 0;
+  {
+    std::lock_guard lock(mu);
+    now = UnixMillis();
+    policy_name = policy ? std::string(policy->name()) : "none";
+    targets = target;
+    for (int s = 0; s < plan.num_stages(); ++s) ready.push_back(index.Ready(s));
+    rows.reserve(live.size() + dead.size());
+    auto copy = [&](const WorkerEntry& w) {
+      StatusRow& r = rows.emplace_back();
+      r.worker_id = w.spec.worker_id();
+      r.state = w.dead_ms ? "dead" : w.state;
+      r.host = w.spec.host();
+      r.kind = w.spec.kind();
+      r.dead_reason = w.dead_reason;
+      r.epoch = w.epoch;
+      r.stage = w.stage;
+      r.pid = w.spec.pid();
+      r.capacity = w.spec.capacity();
+      r.last_hb_ms = w.last_hb_ms;
+      r.load = w.load;
+      r.links = w.links;
+    };
+    for (const auto& [id, w] : live) copy(w);
+    for (const auto& w : dead) copy(w);
+    recs.assign(recoveries.begin(), recoveries.end());
+  }
+  resp->set_pipeline(plan.name);  // the plan is immutable
+  resp->set_policy(policy_name);
   for (int s = 0; s < plan.num_stages(); ++s) {
     auto* st = resp->add_stages();
     st->set_stage(s);
     st->set_layer_begin(plan.stages[static_cast<size_t>(s)].begin);
     st->set_layer_end(plan.stages[static_cast<size_t>(s)].end);
-    st->set_target_replicas(target[static_cast<size_t>(s)]);
-    int ready = 0;
-    for (const auto& [id, w] : live) ready += (w.stage == s && w.state == "ready") ? 1 : 0;
-    st->set_ready_replicas(ready);
+    st->set_target_replicas(targets[static_cast<size_t>(s)]);
+    st->set_ready_replicas(ready[static_cast<size_t>(s)]);
   }
-  auto fill = [&](const WorkerEntry& w) {
+  resp->mutable_workers()->Reserve(static_cast<int>(rows.size()));
+  for (auto& r : rows) {
     auto* ws = resp->add_workers();
-    ws->set_worker_id(w.spec.worker_id());
-    ws->set_epoch(w.epoch);
-    ws->set_state(w.dead_ms ? "dead" : w.state);
-    ws->set_stage(w.stage);
-    ws->set_host(w.spec.host());
-    ws->set_pid(w.spec.pid());
-    ws->set_capacity(w.spec.capacity());
-    ws->set_kind(w.spec.kind());
-    ws->set_last_heartbeat_ms_ago(now - w.last_hb_ms);
-    *ws->mutable_load() = w.load;
-    for (const auto& l : w.links) ws->add_links(l);
-    ws->set_dead_reason(w.dead_reason);
-  };
-  for (const auto& [id, w] : live) fill(w);
-  for (const auto& w : dead) fill(w);
-  for (const auto& r : recoveries) *resp->add_recoveries() = r;
+    ws->set_worker_id(std::move(r.worker_id));
+    ws->set_epoch(r.epoch);
+    ws->set_state(std::move(r.state));
+    ws->set_stage(r.stage);
+    ws->set_host(std::move(r.host));
+    ws->set_pid(r.pid);
+    ws->set_capacity(r.capacity);
+    ws->set_kind(std::move(r.kind));
+    ws->set_last_heartbeat_ms_ago(now - r.last_hb_ms);
+    *ws->mutable_load() = r.load;
+    for (auto& l : r.links) ws->add_links(std::move(l));
+    ws->set_dead_reason(std::move(r.dead_reason));
+  }
+  for (auto& r : recs) *resp->add_recoveries() = std::move(r);
   return grpc::Status::OK;
 }
 
@@ -1469,6 +1593,7 @@ grpc::Status Coordinator::Impl::Drain(const pb::DrainWorkerRequest& req,
   }
   WorkerEntry& w = it->second;
   w.cordoned = true;
+  Reindex(w);
   if (w.stage >= 0 && !w.release_sent) Release(w, "drained by an admin");
   Event("cordoned", w.spec.worker_id(), w.stage, "admin drain: never assigned again");
   resp->set_state(w.state);
@@ -1550,6 +1675,7 @@ Result<std::unique_ptr<Coordinator>> Coordinator::Create(CoordinatorOptions opti
   impl->plan = std::move(plan);
   impl->store = std::move(store);
   impl->store_address = std::move(store_address);
+  impl->index = WorkerIndex(impl->plan.num_stages());
   impl->target = options.replicas.empty() ? std::vector<int>(impl->plan.stages.size(), 1)
                                           : options.replicas;
   // Epochs grow across coordinator restarts without durable state: start from the clock.

@@ -81,6 +81,10 @@ struct CoordinatorOptions {
   std::function<Result<std::unique_ptr<StateLog>>(WalContents*)> state_log;
   int resume_grace_ms = 0;          // 0: 3 heartbeat timeouts, at least 15 s
   uint64_t snapshot_every = 10'000;  // log records between snapshots
+  // Testing: on every control-loop pass, recompute the incremental indexes (per-stage counts,
+  // idle pool, heartbeat deadlines: worker_index.h) from the live workers and abort on a
+  // difference. O(workers) per pass; off in the binaries.
+  bool verify_indexes = false;
 };
 
 // Validates options against a plan (replica list length, ranges). kInvalidArgument naming it.

@@ -38,7 +38,8 @@ struct Running {
   }
 };
 
-Result<std::unique_ptr<Running>> StartCoordinator(const CoordinatorOptions& o) {
+Result<std::unique_ptr<Running>> StartCoordinator(CoordinatorOptions o) {
+  o.verify_indexes = true;  // every control-loop pass checks the incremental indexes
   ex::PipelinePlan p;
   p.name = "restart";
   p.model_dir = "/nonexistent";

@@ -36,6 +36,7 @@ ex::PipelinePlan ThreeStages() {
 class CoordinatorUnitTest : public ::testing::Test {
  protected:
   void Start(CoordinatorOptions o) {
+    o.verify_indexes = true;  // every control-loop pass checks the incremental indexes
     store_ = std::make_shared<InMemoryStore>();
     auto c = Coordinator::Create(o, ThreeStages(), store_, "127.0.0.1:1");
     ASSERT_TRUE(c.ok()) << c.status();
@@ -564,7 +565,7 @@ TEST_F(CoordinatorUnitTest, UnauthenticatedOrMalformedClientsChangeNothing) {
   ASSERT_TRUE(WaitUntil([&] { return s->ended.load(); }, 2000ms));
   EXPECT_EQ(s->final_status.error_code(), grpc::StatusCode::UNAUTHENTICATED);
   // Malformed registrations.
-  for (const std::string bad : {std::string(""), std::string("has space"), std::string(30, 'x'),
+  for (const std::string& bad : {std::string(""), std::string("has space"), std::string(30, 'x'),
                                 std::string("frontend")}) {
     EXPECT_EQ(Register(bad, &r).error_code(), grpc::StatusCode::INVALID_ARGUMENT) << bad;
   }
