@@ -16,6 +16,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <limits>
 #include <sstream>
 
 #include "bench/bench_util.h"
@@ -27,6 +28,7 @@
 #include "runtime/policy/parcae.h"
 #include "runtime/policy/reactive.h"
 #include "runtime/policy/registry.h"
+#include "runtime/policy/research_policies.h"
 
 namespace archi::sim {
 namespace {
@@ -80,6 +82,12 @@ struct Flags {
   std::string policy = "reactive";
   std::string forecast = "auto";
   PolicyFlags pf;
+  // Issue 9: heterogeneous kinds, applications, the research policies' options.
+  std::string node_kinds, apps, vanish_kind, harmony_model;
+  double vanish_at_s = -1;
+  std::string harmony_model_name = "VGG19";
+  bool harmony_per_app = false, cost_only = false;
+  double reference_rps = 0;
   int64_t duration_ms = -1;
   bool no_resend = false, no_initial_fill = false, quiet = false;
   std::string out = "sim_out";
@@ -299,6 +307,23 @@ Status WriteOutputs(const Flags& f, const std::string& cmdline, const PerfModel&
              rc("preempt"), rc("preempt_notice"), rc("preempt_idle"), 0,
              (unsigned long long)r.events, r.end_ms / 1000.0, wall_s);
   ARCHI_RETURN_IF_ERROR(bench::WriteFile(f.out + "/sim_summary.csv", sum));
+  // Issue 9: pay-per-use cost, routing / batching changes, per application.
+  ARCHI_RETURN_IF_ERROR(bench::WriteFile(
+      f.out + "/sim_policy.csv",
+      Fmt("usage_cost,route_changes,batch_changes\n%.6f,%llu,%llu\n", r.usage_cost, rc("route"),
+          rc("batch"))));
+  if (!r.apps.empty()) {
+    std::string apps = "app,slo_ms,arrived,served,within_slo,slo_attainment,batches,mean_batch\n";
+    for (const SimResult::App& a : r.apps) {
+      apps += Fmt("%s,%.1f,%llu,%llu,%llu,%.5f,%llu,%.3f\n", a.name.c_str(), a.slo_ms,
+                  (unsigned long long)a.arrived, (unsigned long long)a.served,
+                  (unsigned long long)a.within_slo,
+                  a.arrived ? static_cast<double>(a.within_slo) / static_cast<double>(a.arrived) : 0.0,
+                  (unsigned long long)a.batches,
+                  a.batches ? static_cast<double>(a.batched) / static_cast<double>(a.batches) : 0.0);
+    }
+    ARCHI_RETURN_IF_ERROR(bench::WriteFile(f.out + "/sim_apps.csv", apps));
+  }
 
   // Markdown.
   std::string md = "# archi-sim\n\n";
@@ -388,6 +413,96 @@ Status WriteOutputs(const Flags& f, const std::string& cmdline, const PerfModel&
   return Status::Ok();
 }
 
+// "a:1.0:2.0[:EXTRA_MS[:SHARE]],b:..." -> kinds (name:price per hour:capacity).
+Result<std::vector<NodeKind>> ParseKinds(const std::string& spec) {
+  std::vector<NodeKind> out;
+  std::stringstream ss(spec);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    NodeKind k;
+    char name[128] = {0};
+    int share = 1;
+    const int n = std::sscanf(item.c_str(), "%127[^:]:%lf:%lf:%lf:%d", name, &k.price_per_hour,
+                              &k.capacity, &k.extra_ms, &share);
+    if (n < 3 || !(k.capacity > 0) || k.price_per_hour < 0 || k.extra_ms < 0 || share < 1) {
+      return InvalidArgumentError("--node-kinds: '" + item + "' is not NAME:PRICE:CAPACITY[:EXTRA_MS[:SHARE]]");
+    }
+    k.name = name;
+    k.share = share;
+    out.push_back(k);
+  }
+  return out;
+}
+
+// "a:SHARE:SLO_MS,b:..." -> applications.
+Result<std::vector<AppSpec>> ParseApps(const std::string& spec) {
+  std::vector<AppSpec> out;
+  std::stringstream ss(spec);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    AppSpec a;
+    char name[128] = {0};
+    if (std::sscanf(item.c_str(), "%127[^:]:%lf:%lf", name, &a.share, &a.slo_ms) != 3 ||
+        !(a.share > 0) || a.slo_ms < 0) {
+      return InvalidArgumentError("--apps: '" + item + "' is not NAME:SHARE:SLO_MS");
+    }
+    a.name = name;
+    out.push_back(a);
+  }
+  if (out.size() > 32000) return InvalidArgumentError("--apps: too many");
+  return out;
+}
+
+// The research policies' options from the model (issue 9): a capacity-1.0 replica's req/s at
+// one stage (max batch over the slowest stage), the latency per kind (unloaded pipeline at
+// batch 1 / capacity + the kind's extra time per stage), the HarmonyBatch model.
+Status FillResearchOptions(Flags& f, const PerfModel& perf) {
+  double ref = f.reference_rps;
+  if (ref <= 0) {
+    ref = std::numeric_limits<double>::infinity();
+    for (int s = 0; s < f.o.stages; ++s) {
+      ref = std::min(ref, f.o.max_batch * 1000.0 / perf.StageMs(s, f.o.max_batch));
+    }
+  }
+  std::map<std::string, double> lat;
+  for (const NodeKind& k : f.o.kinds) {
+    lat[k.name] = perf.PipelineMs(1) / k.capacity + k.extra_ms * f.o.stages;
+  }
+  auto& cc = f.pf.cost_capacity;
+  cc.reference_rps = ref;
+  cc.latency_ms = lat;
+  cc.cost_only = f.cost_only;
+  cc.scaling = f.pf.reactive;
+  cc.routing.latency_slo_ms = f.o.slo_ms;
+  auto& h = f.pf.harmony;
+  h.scaling = f.pf.reactive;
+  h.per_app = f.harmony_per_app;
+  h.max_batch_cap = f.o.max_batch;
+  std::string model = f.harmony_model;
+  if (model.empty() && f.perf.rfind("harmony:", 0) == 0) model = f.perf.substr(8);
+  if (!model.empty()) {
+    ARCHI_ASSIGN_OR_RETURN(h.model, policy::LoadHarmonyModel(model, f.harmony_model_name));
+  }
+  if (f.perf.rfind("harmony:", 0) == 0) {
+    // The simulated nodes are one device of a fixed size: plan for exactly that (no CPU
+    // functions on a GPU run, the GPU share the nodes have).
+    if (f.harmony_device == "gpu") {
+      h.harmony.cpu_cores_min = 1;
+      h.harmony.cpu_cores_max = 0;
+      const int gb = f.gpu_gb > 0 ? static_cast<int>(f.gpu_gb) : static_cast<int>(h.model.gpu.total_gb);
+      h.harmony.gpu_gb_min = h.harmony.gpu_gb_max = gb;
+    } else {
+      h.harmony.gpu_max_batch = 0;
+      h.harmony.cpu_cores_min = h.harmony.cpu_cores_max = f.vcpus;
+    }
+  }
+  auto& c = f.pf.combined;
+  c.parcae = f.pf.parcae;
+  c.routing = cc;
+  c.batching = h;
+  return Status::Ok();
+}
+
 Status RunSim(Flags f, const std::string& cmdline) {
   if (f.trace.empty()) return InvalidArgumentError("--trace FILE is required");
   LoadOptions lo;
@@ -400,6 +515,14 @@ Status RunSim(Flags f, const std::string& cmdline) {
   f.o.initial_fill = !f.no_initial_fill;
   if (f.policy == "none") f.o.coordinator_reconcile = true;
   ARCHI_ASSIGN_OR_RETURN(PerfModel perf, MakePerf(f));
+  if (!f.node_kinds.empty()) {
+    ARCHI_ASSIGN_OR_RETURN(f.o.kinds, ParseKinds(f.node_kinds));
+  }
+  if (!f.apps.empty()) {
+    ARCHI_ASSIGN_OR_RETURN(f.o.apps, ParseApps(f.apps));
+  }
+  f.o.vanish_kind = f.vanish_kind;
+  f.o.vanish_at_ms = f.vanish_at_s >= 0 ? static_cast<int64_t>(f.vanish_at_s * 1000) : -1;
   ARCHI_ASSIGN_OR_RETURN(ArrivalSpec arrivals, MakeArrivals(f, static_cast<double>(f.o.end_ms)));
   {
     const std::vector<std::string> known = SimPolicyNames();
@@ -420,9 +543,12 @@ Status RunSim(Flags f, const std::string& cmdline) {
   po.migration.move_stage_s = (f.o.costs.world_create_ms + f.o.costs.weight_load_ms) / 1000.0;
   po.migration.repartition_s = f.o.costs.repartition_ms / 1000.0;
   po.seed = f.o.seed;
+  ARCHI_RETURN_IF_ERROR(FillResearchOptions(f, perf));
   ARCHI_ASSIGN_OR_RETURN(std::unique_ptr<policy::Policy> pol, MakeSimPolicy(f.policy, f.pf));
   // Availability forecast (per-minute usable nodes so far -> the next 10 minutes).
-  std::string fc = f.forecast == "auto" ? (f.policy == "parcae" ? "arima110" : "none") : f.forecast;
+  std::string fc = f.forecast == "auto"
+                       ? (f.policy == "parcae" || f.policy == "combined" ? "arima110" : "none")
+                       : f.forecast;
   const int horizon = po.horizon;
   if (fc == "naive") {
     f.o.forecaster = [horizon](const std::vector<double>& h, policy::TimeMs now) {
@@ -563,6 +689,15 @@ int Main(int argc, char** argv) {
   app.add_option("--cooldown-ms", ro.cooldown_ms, "reactive: no add/drain on a stage this long after the last");
   app.add_option("--eval-interval-ms", ro.evaluation_interval_ms, "reactive: time between decisions");
   app.add_option("--max-adds-per-decision", ro.max_adds_per_decision, "reactive: adds per stage per decision (1: one; more: repair to min_replicas and scale out by the queue at once)");
+  app.add_option("--node-kinds", f.node_kinds, "heterogeneous nodes: NAME:PRICE_PER_HOUR:CAPACITY[:EXTRA_MS[:SHARE]],... (a stage takes model time / CAPACITY + EXTRA_MS; a node's kind by a hash of its id, in proportion to SHARE); cost = sum of the nodes' prices");
+  app.add_option("--vanish-kind", f.vanish_kind, "remove every node of this kind at --vanish-at-s (after the usual notice); none of it joins after");
+  app.add_option("--vanish-at-s", f.vanish_at_s, "when --vanish-kind vanishes (simulated seconds)");
+  app.add_option("--apps", f.apps, "applications: NAME:SHARE:SLO_MS,... (each arrival belongs to one, by share; SLO attainment per application)");
+  app.add_option("--harmony-model", f.harmony_model, "harmony/combined: HarmonyBatch model.json (default: the --perf harmony:FILE)");
+  app.add_option("--harmony-model-name", f.harmony_model_name, "harmony/combined: the model's key in the file");
+  app.add_flag("--harmony-per-app", f.harmony_per_app, "harmony/combined: batch every application alone (the per-app baseline)");
+  app.add_flag("--cost-only", f.cost_only, "cost-capacity: always cost-mode weights (ablation: no capacity mode)");
+  app.add_option("--reference-rps", f.reference_rps, "cost-capacity/combined: req/s of a capacity-1 replica at one stage (0: max batch over the slowest stage's time)");
   app.add_flag("--quiet", f.quiet, "no progress lines");
   app.add_option("--out", f.out, "output folder");
 

@@ -4,6 +4,7 @@
 #include <bit>
 #include <cmath>
 #include <queue>
+#include <type_traits>
 #include <unordered_map>
 
 namespace archi::sim {
@@ -109,6 +110,9 @@ enum class EvType : uint8_t {
   kWarn,         // a = trace event index (a removal)
   kDecision,     // a = token (0: membership-triggered)
   kInterval,
+  kBatchTimeout,  // a = batching group, b = its generation (issue 9)
+  kKindWarn,      // the vanishing kind's notice
+  kKindGone,      // the vanishing kind's removal
 };
 
 struct Ev {
@@ -162,6 +166,9 @@ struct Simulator::Impl {
   struct Req {
     double arrival = 0, deadline = 0, stage_arrival = 0;
     int32_t stage = 0;
+    int16_t app = -1;  // SimOptions::apps index
+    int16_t grp = -1;  // batching group (-1: none)
+    uint16_t cap = 0;  // the group's max batch (0: max_batch)
   };
   struct Rep {
     int node = -1;
@@ -173,6 +180,7 @@ struct Simulator::Impl {
     bool busy = false;
     int view_pos = -1;   // index in slots[stage] / state.stages[stage].replicas
     int ready_pos = -1;  // index in stages[stage].ready while ready
+    int kpos = -1;       // index in ready_k[stage][kind] while ready
     double busy_start = 0;
     double busy_ms_win = 0;
     uint64_t done_win = 0;
@@ -190,7 +198,30 @@ struct Simulator::Impl {
     int rep = -1;
     int idle_pos = -1;  // index in state.idle / idle_nodes while idle
     bool cordoned = false;  // drained after its notice, never assigned again (coordinator mode)
+    int kind = 0;           // index in kinds
   };
+  // Issue 9: node kinds, routing weights, applications and batching groups.
+  struct GroupRt {
+    int max_batch = 1;
+    double timeout_ms = 0;
+    std::vector<double> route;  // weight per kind; empty: the stage's weights
+    std::vector<uint32_t> buf;
+    uint32_t gen = 0;
+  };
+  std::vector<NodeKind> kinds;
+  std::vector<int> kind_pattern;
+  bool hetero = false;          // a kind with capacity != 1 or extra time
+  double present_price = 0;     // sum of the present nodes' prices per hour
+  double price_ms = 0;          // integral of present_price over ms
+  std::vector<std::vector<std::vector<int>>> ready_k;  // [stage][kind] ready slots
+  std::vector<std::vector<double>> kind_w;             // [stage] weight per kind; empty: none
+  std::vector<GroupRt> bgroups;
+  std::vector<int> app_group;  // per app: index in bgroups or -1
+  std::vector<double> app_cum;  // cumulative shares
+  std::vector<uint64_t> app_bucket;
+  std::vector<double> app_rate;
+  double app_bucket_start = 0;
+  std::mt19937_64 rng_app;
 
   SimOptions o;
   PerfModel model;
@@ -311,7 +342,14 @@ struct Simulator::Impl {
     e2e_win.Add(lat);
     latency_sum += lat;
     r.max_ms = std::max(r.max_ms, lat);
-    if (lat <= slo) {
+    double slo_i = slo;
+    if (q.app >= 0) {
+      SimResult::App& ra = r.apps[static_cast<size_t>(q.app)];
+      ++ra.served;
+      if (ra.slo_ms > 0) slo_i = ra.slo_ms;
+      if (lat <= slo_i) ++ra.within_slo;
+    }
+    if (lat <= slo_i) {
       ++r.within_slo;
       ++cur.within_slo;
     }
@@ -336,7 +374,10 @@ struct Simulator::Impl {
     }
     int slot = st.ready[0];
     const size_t n = st.ready.size();
-    if (n > 1) {
+    const int picked = kind_w.empty() ? -1 : PickWeighted(stage, reqs[ids[0]].grp);
+    if (picked >= 0) {
+      slot = picked;
+    } else if (n > 1) {
       size_t a = rng_route() % n, b = rng_route() % (n - 1);
       if (b >= a) ++b;
       const Rep& ra = reps[st.ready[a]];
@@ -370,7 +411,9 @@ struct Simulator::Impl {
 
   void StartBatch(int slot, double now) {
     Rep& rep = reps[slot];
-    while (rep.batch.size() < static_cast<size_t>(o.max_batch) && !rep.queue.empty()) {
+    if (!bgroups.empty()) FillGroupBatch(rep, now);  // issue 9: one group per batch
+    while (bgroups.empty() && rep.batch.size() < static_cast<size_t>(o.max_batch) &&
+           !rep.queue.empty()) {
       uint32_t i = rep.queue.pop();
       if (reqs[i].deadline < now) {
         TimedOut(i);
@@ -393,12 +436,21 @@ struct Simulator::Impl {
     rep.busy_start = now;
     const int b = static_cast<int>(rep.batch.size());
     double d = model.StageMs(rep.stage, b);
+    const NodeKind& kind = kinds[static_cast<size_t>(nodes[rep.node].kind)];
+    if (hetero) d = d / kind.capacity + kind.extra_ms;
+    if (!r.apps.empty() && rep.stage == 0 && reqs[rep.batch[0]].app >= 0) {
+      SimResult::App& ra = r.apps[static_cast<size_t>(reqs[rep.batch[0]].app)];
+      ++ra.batches;
+      ra.batched += rep.batch.size();
+    }
     if (!done_fifos.empty()) {
+      r.usage_cost += d * kind.price_per_hour / 3.6e6;
       done_fifos[done_fifo_of[rep.stage][b - 1]].push(
           Done{now + d, seq++, static_cast<uint32_t>(slot), rep.gen});
       return;
     }
     if (noise_sampler) d *= (*noise_sampler)(rng_noise);
+    r.usage_cost += d * kind.price_per_hour / 3.6e6;
     Push(now + d, EvType::kServiceDone, static_cast<uint32_t>(slot), rep.gen);
   }
 
@@ -438,9 +490,10 @@ struct Simulator::Impl {
     policy::Worker w;
     w.id = n.id;
     w.host = n.id;
-    w.kind = o.instance_kind;
-    w.capacity = 1.0;
-    w.price_per_hour = o.price_per_hour;
+    const NodeKind& k = kinds[static_cast<size_t>(n.kind)];
+    w.kind = k.name;
+    w.capacity = k.capacity;
+    w.price_per_hour = k.price_per_hour;
     return w;
   }
 
@@ -469,6 +522,9 @@ struct Simulator::Impl {
     auto& ready = stages[reps[slot].stage].ready;
     reps[slot].ready_pos = static_cast<int>(ready.size());
     ready.push_back(slot);
+    auto& rk = ReadyOfKind(slot);
+    reps[slot].kpos = static_cast<int>(rk.size());
+    rk.push_back(slot);
   }
   void RemoveReady(int slot) {
     auto& ready = stages[reps[slot].stage].ready;
@@ -480,6 +536,14 @@ struct Simulator::Impl {
     }
     ready.pop_back();
     reps[slot].ready_pos = -1;
+    auto& rk = ReadyOfKind(slot);
+    const int kp = reps[slot].kpos, kl = static_cast<int>(rk.size()) - 1;
+    if (kp != kl) {
+      rk[static_cast<size_t>(kp)] = rk[static_cast<size_t>(kl)];
+      reps[rk[static_cast<size_t>(kp)]].kpos = kp;
+    }
+    rk.pop_back();
+    reps[slot].kpos = -1;
   }
 
   size_t ViewPos(int slot) const { return static_cast<size_t>(reps[slot].view_pos); }
@@ -715,14 +779,25 @@ struct Simulator::Impl {
 
   void CountChange(double now) {
     node_ms += static_cast<double>(present) * (now - last_count_change);
+    price_ms += present_price * (now - last_count_change);
     last_count_change = now;
   }
 
   void NodeAdd(const std::string& id, double now) {
     auto [it, fresh] = node_by_id.try_emplace(id, static_cast<int>(nodes.size()));
-    if (fresh) nodes.push_back(Node{id});
+    if (fresh) {
+      nodes.push_back(Node{id});
+      nodes.back().kind = kind_pattern[KindHash(id) % kind_pattern.size()];
+      if (auto k = o.node_kind_of.find(id); k != o.node_kind_of.end()) {
+        for (size_t j = 0; j < kinds.size(); ++j) {
+          if (kinds[j].name == k->second) nodes.back().kind = static_cast<int>(j);
+        }
+      }
+    }
     Node& n = nodes[it->second];
+    if (Vanished(n.kind, now)) return;  // that kind is gone for good
     CountChange(now);
+    present_price += kinds[static_cast<size_t>(n.kind)].price_per_hour;
     n.present = true;
     n.warned = false;
     n.rep = -1;
@@ -758,6 +833,7 @@ struct Simulator::Impl {
     Node& n = nodes[it->second];
     if (!n.present) return;
     CountChange(now);
+    present_price -= kinds[static_cast<size_t>(n.kind)].price_per_hour;
     n.present = false;
     --present;
     if (n.warned) --warned_present;
@@ -853,6 +929,13 @@ struct Simulator::Impl {
     metrics.frontend.admitted_rps = static_cast<double>(arrived_win) * 1000.0 / win;
     metrics.frontend.p99_ms = e2e_win.Quantile(0.99);
     metrics.frontend.slo_p99_ms = o.slo_ms;
+    if (!o.apps.empty()) {
+      RollAppBucket(now);
+      metrics.apps.resize(o.apps.size());
+      for (size_t k = 0; k < o.apps.size(); ++k) {
+        metrics.apps[k] = {o.apps[k].name, app_rate[k], r.apps[k].slo_ms};
+      }
+    }
   }
 
   void ResetWindow(double now) {
@@ -886,6 +969,12 @@ struct Simulator::Impl {
       }
       SetState(slot, RState::kDraining, now);
       if (!reps[slot].busy && reps[slot].queue.empty()) FinishDrain(slot, now);
+    } else if (const auto* rw = std::get_if<policy::SetRoutingWeights>(&a.op)) {
+      ApplyRouting(*rw, now);
+      Log(now, "route", rw->stage, "", policy::ToString(a));
+    } else if (const auto* bg = std::get_if<policy::SetBatchingGroups>(&a.op)) {
+      ApplyBatching(*bg, now);
+      Log(now, "batch", -1, "", policy::ToString(a));
     }
   }
 
@@ -981,7 +1070,14 @@ struct Simulator::Impl {
       uint32_t i = AllocReq();
       reqs[i].arrival = now;
       reqs[i].deadline = now + o.timeout_ms;
-      Route(i, 0, now);
+      reqs[i].grp = -1;
+      reqs[i].cap = 0;
+      reqs[i].app = -1;
+      if (!o.apps.empty() && AppArrival(i, now)) {
+        // held by its group's batcher
+      } else {
+        Route(i, 0, now);
+      }
     }
     ScheduleNextArrival(now);
   }
@@ -999,10 +1095,209 @@ struct Simulator::Impl {
     cur.idle = static_cast<int>(state.idle.size()) + cordoned;  // cordoned workers report idle
     cur.in_system = in_system;
     CountChange(now);
-    cur.cost = node_ms / 3.6e6 * o.price_per_hour;
+    cur.cost = o.kinds.empty() ? node_ms / 3.6e6 * o.price_per_hour : price_ms / 3.6e6;
     r.timeline.push_back(cur);
     cur = IntervalRow{};
     e2e_interval.Reset();
+  }
+
+  // --- issue 9: node kinds, routing weights, applications, batching groups -----------------
+
+  template <typename Q>
+  static uint32_t QId(const Q& q) {
+    if constexpr (std::is_integral_v<Q>) {
+      return q;
+    } else {
+      return q.id;
+    }
+  }
+
+  void SetUpKindsAndApps() {
+    kinds = o.kinds;
+    if (kinds.empty()) kinds.push_back(NodeKind{o.instance_kind, o.price_per_hour, 1.0, 0.0, 1});
+    for (size_t k = 0; k < kinds.size(); ++k) {
+      for (int j = 0; j < std::max(1, kinds[k].share); ++j) kind_pattern.push_back(static_cast<int>(k));
+      hetero |= kinds[k].capacity != 1.0 || kinds[k].extra_ms != 0.0;
+    }
+    ready_k.assign(static_cast<size_t>(o.stages), std::vector<std::vector<int>>(kinds.size()));
+    double cum = 0;
+    for (const AppSpec& a : o.apps) {
+      cum += a.share;
+      app_cum.push_back(cum);
+      r.apps.push_back(SimResult::App{a.name, a.slo_ms > 0 ? a.slo_ms : (o.slo_ms > 0 ? o.slo_ms : o.timeout_ms)});
+    }
+    app_group.assign(o.apps.size(), -1);
+    app_bucket.assign(o.apps.size(), 0);
+    app_rate.assign(o.apps.size(), 0.0);
+    if (!o.vanish_kind.empty() && o.vanish_at_ms >= 0) {
+      Push(static_cast<double>(std::max<int64_t>(0, o.vanish_at_ms - o.warning_ms)), EvType::kKindWarn);
+      Push(static_cast<double>(o.vanish_at_ms), EvType::kKindGone);
+    }
+  }
+
+  // A node's kind comes from a hash of its id (FNV-1a), not its order of appearance, so that
+  // kinds do not line up with the round-robin stage placement.
+  static uint64_t KindHash(const std::string& id) {
+    uint64_t h = 1469598103934665603ull;
+    for (unsigned char c : id) h = (h ^ c) * 1099511628211ull;
+    return h;
+  }
+
+  std::vector<int>& ReadyOfKind(int slot) {
+    return ready_k[static_cast<size_t>(reps[slot].stage)][static_cast<size_t>(nodes[reps[slot].node].kind)];
+  }
+
+  bool Vanished(int kind, double now) const {
+    return !o.vanish_kind.empty() && o.vanish_at_ms >= 0 && now >= static_cast<double>(o.vanish_at_ms) &&
+           kinds[static_cast<size_t>(kind)].name == o.vanish_kind;
+  }
+
+  // The vanishing kind: a notice to every present node of it, then their removal.
+  void KindEvent(double now, bool gone) {
+    std::vector<std::string> ids;
+    for (const Node& n : nodes) {
+      if (n.present && kinds[static_cast<size_t>(n.kind)].name == o.vanish_kind) ids.push_back(n.id);
+    }
+    for (const std::string& id : ids) gone ? NodeRemove(id, now) : NodeWarn(id, now);
+    RequestMembershipDecision(now);
+  }
+
+  // A ready replica of `stage` by kind weight (the group's route if it has one, else the
+  // stage's), least loaded of two within the kind; -1 when no weighted kind has a ready one.
+  int PickWeighted(int stage, int16_t grp) {
+    const std::vector<double>* w = &kind_w[static_cast<size_t>(stage)];
+    if (grp >= 0 && static_cast<size_t>(grp) < bgroups.size() && !bgroups[static_cast<size_t>(grp)].route.empty()) {
+      w = &bgroups[static_cast<size_t>(grp)].route;
+    }
+    if (w->empty()) return -1;
+    const auto& rk = ready_k[static_cast<size_t>(stage)];
+    double total = 0;
+    for (size_t k = 0; k < w->size(); ++k) total += rk[k].empty() ? 0.0 : (*w)[k];
+    if (!(total > 0)) return -1;
+    double u = std::uniform_real_distribution<double>(0.0, total)(rng_route);
+    size_t kind = 0;
+    for (size_t k = 0; k < w->size(); ++k) {
+      if (rk[k].empty() || (*w)[k] <= 0) continue;
+      kind = k;
+      if (u < (*w)[k]) break;
+      u -= (*w)[k];
+    }
+    const std::vector<int>& c = rk[kind];
+    if (c.size() == 1) return c[0];
+    size_t a = rng_route() % c.size(), b = rng_route() % (c.size() - 1);
+    if (b >= a) ++b;
+    const Rep& ra = reps[c[a]];
+    const Rep& rb = reps[c[b]];
+    return rb.queue.size() + rb.batch.size() < ra.queue.size() + ra.batch.size() ? c[b] : c[a];
+  }
+
+  std::vector<double> KindWeights(const std::vector<policy::KindWeight>& ws) const {
+    if (ws.empty()) return {};
+    std::vector<double> w(kinds.size(), 0.0);
+    for (const policy::KindWeight& kw : ws) {
+      for (size_t k = 0; k < kinds.size(); ++k) {
+        const std::string& name = kinds[k].name.empty() ? std::string("default") : kinds[k].name;
+        if (name == (kw.kind.empty() ? std::string("default") : kw.kind)) w[k] = kw.weight;
+      }
+    }
+    return w;
+  }
+
+  void ApplyRouting(const policy::SetRoutingWeights& rw, double /*now*/) {
+    if (kind_w.empty()) kind_w.assign(static_cast<size_t>(o.stages), {});
+    for (int s = 0; s < o.stages; ++s) {
+      if (rw.stage == -1 || rw.stage == s) kind_w[static_cast<size_t>(s)] = KindWeights(rw.weights);
+    }
+  }
+
+  void ApplyBatching(const policy::SetBatchingGroups& bg, double now) {
+    for (size_t g = 0; g < bgroups.size(); ++g) {
+      if (!bgroups[g].buf.empty()) Dispatch(static_cast<uint32_t>(g), now);
+    }
+    bgroups.clear();
+    std::fill(app_group.begin(), app_group.end(), -1);
+    for (const policy::BatchingGroup& g : bg.groups) {
+      GroupRt rt;
+      rt.max_batch = std::clamp(g.max_batch, 1, o.max_batch);
+      rt.timeout_ms = g.timeout_ms;
+      rt.route = KindWeights(g.route);
+      for (const std::string& app : g.apps) {
+        for (size_t k = 0; k < o.apps.size(); ++k) {
+          if (o.apps[k].name == app) app_group[k] = static_cast<int>(bgroups.size());
+        }
+      }
+      bgroups.push_back(std::move(rt));
+      if (!bgroups.back().route.empty() && kind_w.empty()) kind_w.assign(static_cast<size_t>(o.stages), {});
+    }
+  }
+
+  void RollAppBucket(double now) {
+    constexpr double kBucketMs = 30'000;
+    if (now < app_bucket_start + kBucketMs) return;
+    const bool skipped = now >= app_bucket_start + 2 * kBucketMs;  // a bucket with no arrival
+    for (size_t k = 0; k < app_bucket.size(); ++k) {
+      app_rate[k] = skipped ? 0.0 : static_cast<double>(app_bucket[k]) * 1000.0 / kBucketMs;
+      app_bucket[k] = 0;
+    }
+    app_bucket_start = std::floor(now / kBucketMs) * kBucketMs;
+  }
+
+  // Gives request i its application; true when its group's batcher holds it.
+  bool AppArrival(uint32_t i, double now) {
+    const double u = std::uniform_real_distribution<double>(0.0, app_cum.back())(rng_app);
+    size_t app = 0;
+    while (app + 1 < app_cum.size() && u >= app_cum[app]) ++app;
+    reqs[i].app = static_cast<int16_t>(app);
+    ++r.apps[app].arrived;
+    RollAppBucket(now);
+    ++app_bucket[app];
+    const int g = app_group[app];
+    if (g < 0) return false;
+    GroupRt& rt = bgroups[static_cast<size_t>(g)];
+    reqs[i].grp = static_cast<int16_t>(g);
+    reqs[i].cap = static_cast<uint16_t>(rt.max_batch);
+    rt.buf.push_back(i);
+    if (static_cast<int>(rt.buf.size()) >= rt.max_batch || rt.timeout_ms <= 0) {
+      Dispatch(static_cast<uint32_t>(g), now);
+    } else if (rt.buf.size() == 1) {
+      Push(now + rt.timeout_ms, EvType::kBatchTimeout, static_cast<uint32_t>(g), rt.gen);
+    }
+    return true;
+  }
+
+  // A group's batch goes into the pipeline as one unit.
+  void Dispatch(uint32_t g, double now) {
+    GroupRt& rt = bgroups[g];
+    ++rt.gen;
+    if (rt.buf.empty()) return;
+    std::vector<uint32_t> ids;
+    ids.swap(rt.buf);
+    RouteMany(ids.data(), ids.size(), 0, now);
+    rt.buf.swap(ids);
+    rt.buf.clear();
+  }
+
+  // With batching groups: the batch takes the head request's group, up to its max batch,
+  // stopping at a request of another group.
+  void FillGroupBatch(Rep& rep, double now) {
+    size_t cap = static_cast<size_t>(o.max_batch);
+    int16_t grp = -1;
+    while (rep.batch.size() < cap && !rep.queue.empty()) {
+      const uint32_t i = QId(rep.queue.front());
+      if (reqs[i].deadline < now) {
+        rep.queue.pop();
+        TimedOut(i);
+        continue;
+      }
+      if (rep.batch.empty()) {
+        grp = reqs[i].grp;
+        if (reqs[i].cap > 0) cap = std::min<size_t>(cap, reqs[i].cap);
+      } else if (reqs[i].grp != grp) {
+        break;
+      }
+      rep.queue.pop();
+      rep.batch.push_back(i);
+    }
   }
 
   // --- main loop ----------------------------------------------------------------------------
@@ -1010,7 +1305,7 @@ struct Simulator::Impl {
   // One completion FIFO per distinct stage time of a deterministic model (at most 8; more, or
   // service noise, or SimOptions::heap_only: every completion goes through the heap).
   void SetUpDoneFifos() {
-    if (noise_sampler || o.heap_only) return;
+    if (noise_sampler || o.heap_only || hetero) return;
     std::vector<double> distinct;
     done_fifo_of.assign(static_cast<size_t>(o.stages), std::vector<uint8_t>(static_cast<size_t>(o.max_batch)));
     for (int s = 0; s < o.stages; ++s) {
@@ -1036,6 +1331,7 @@ struct Simulator::Impl {
     SetUpDoneFifos();
     r.slo_ms = slo;
     arrival_end = o.end_ms >= 0 ? static_cast<double>(o.end_ms) : static_cast<double>(trace.end_ms);
+    SetUpKindsAndApps();
     stages.resize(static_cast<size_t>(o.stages));
     slots.resize(static_cast<size_t>(o.stages));
     state.stages.resize(static_cast<size_t>(o.stages));
@@ -1177,6 +1473,11 @@ struct Simulator::Impl {
         case EvType::kNodeEvents: NodeEvents(ev.a, now); break;
         case EvType::kWarn: NodeWarn(trace.events[ev.a].node, now); break;
         case EvType::kDecision: Decide(now, ev.b == 1, ev.a); break;
+        case EvType::kBatchTimeout:
+          if (ev.a < bgroups.size() && bgroups[ev.a].gen == ev.b) Dispatch(ev.a, now);
+          break;
+        case EvType::kKindWarn: KindEvent(now, /*gone=*/false); break;
+        case EvType::kKindGone: KindEvent(now, /*gone=*/true); break;
         case EvType::kInterval:
           CloseInterval(now);
           Push(now + static_cast<double>(o.interval_ms), EvType::kInterval);
@@ -1187,6 +1488,10 @@ struct Simulator::Impl {
     // Whatever is still inside has passed its deadline (or the run was cut at the hard stop).
     for (int s = 0; s < o.stages; ++s) {
       while (!stages[s].pending.empty()) TimedOut(stages[s].pending.pop());
+    }
+    for (GroupRt& g : bgroups) {
+      for (uint32_t i : g.buf) TimedOut(i);
+      g.buf.clear();
     }
     for (Rep& rep : reps) {
       while (!rep.queue.empty()) TimedOut(rep.queue.pop());
@@ -1208,7 +1513,7 @@ struct Simulator::Impl {
     r.end_ms = now;
     r.events = events;
     r.node_hours = node_ms / 3.6e6;
-    r.cost = r.node_hours * o.price_per_hour;
+    r.cost = o.kinds.empty() ? r.node_hours * o.price_per_hour : price_ms / 3.6e6;
     r.p50_ms = e2e.Quantile(0.5);
     r.p90_ms = e2e.Quantile(0.9);
     r.p99_ms = e2e.Quantile(0.99);
@@ -1274,6 +1579,7 @@ Result<std::unique_ptr<Simulator>> Simulator::Create(SimOptions options, PerfMod
   impl->rng_arrival.seed(seed);
   impl->rng_route.seed(seed ^ 0x9E3779B97F4A7C15ull);
   impl->rng_noise.seed(seed ^ 0xD1B54A32D192ED03ull);
+  impl->rng_app.seed(seed ^ 0x94D049BB133111EBull);
   if (impl->arrivals.gap_ms) impl->gap_sampler.emplace(*impl->arrivals.gap_ms);
   if (impl->model.noise) {
     impl->noise_sampler.emplace(*impl->model.noise);

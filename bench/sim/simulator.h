@@ -61,6 +61,27 @@ struct ReconfigCosts {
   double repartition_ms = 60000;
 };
 
+// A kind of node (issue 9): its price, its speed relative to the performance model (a stage
+// takes StageMs / capacity + extra_ms) and its share of the trace's nodes (a node gets the kind
+// at position FNV-1a(node id) mod (sum of shares) of the shares laid end to end: shares 3,1 ->
+// 0,0,0,1; a hash rather than the order of appearance, which would line kinds up with the
+// round-robin stage placement).
+struct NodeKind {
+  std::string name;
+  double price_per_hour = 1.0;
+  double capacity = 1.0;
+  double extra_ms = 0;
+  int share = 1;
+};
+
+// An application (a request class with its own SLO): each arrival belongs to one, drawn with
+// probability share / (sum of shares) from its own random stream (arrival times are unchanged).
+struct AppSpec {
+  std::string name;
+  double share = 1;
+  double slo_ms = 0;  // 0: SimOptions::slo_ms
+};
+
 struct SimOptions {
   int stages = 4;
   int max_batch = 1;
@@ -99,6 +120,20 @@ struct SimOptions {
       forecaster;
   // Called about every 2^20 events with (simulated now, end); for progress output.
   std::function<void(double, double)> progress;
+  // Heterogeneous nodes and applications (issue 9). Empty kinds: one kind, instance_kind at
+  // price_per_hour, capacity 1. With kinds, cost = the sum over nodes of their price while
+  // present, and SetRoutingWeights routes over kinds. vanish_kind: every node of that kind is
+  // removed at vanish_at_ms (after a notice of warning_ms) and none of that kind joins after.
+  // Empty apps: one anonymous class. With apps, SetBatchingGroups batches at the frontend: a
+  // group's requests wait (at most its timeout after the first) until max_batch have come,
+  // then go as one micro-batch; a replica batches only requests of one group (up to its
+  // max_batch). The policy sees ClusterMetrics::apps (each app's arrival rate over the last
+  // complete 30 s bucket, and its SLO).
+  std::vector<NodeKind> kinds;
+  std::map<std::string, std::string> node_kind_of;  // node id -> kind name (instead of the hash)
+  std::string vanish_kind;
+  int64_t vanish_at_ms = -1;
+  std::vector<AppSpec> apps;
 };
 
 // Where requests come from: explicit times (a trace, already scaled), gaps drawn from a
@@ -144,6 +179,16 @@ struct SimResult {
   std::vector<IntervalRow> timeline;
   std::vector<ReconfigEvent> log;
   std::vector<double> latencies;  // when record_latencies
+  // Issue 9: busy time x the price of the node that served (what a pay-per-use platform would
+  // charge; HarmonyBatch's cost model), and per application.
+  double usage_cost = 0;
+  struct App {
+    std::string name;
+    double slo_ms = 0;
+    uint64_t arrived = 0, served = 0, within_slo = 0;
+    uint64_t batches = 0, batched = 0;  // micro-batches served at the first stage, their requests
+  };
+  std::vector<App> apps;
 };
 
 // Each node of `trace` becomes `k` nodes ("<id>.<i>", i < k) with the same events: a trace of

@@ -212,10 +212,11 @@ UnitConfig ProvisionGpu(const HarmonyModel& model, const HarmonyOptions& o, doub
                         double slo_s) {
   UnitConfig best;
   best.kind = UnitKind::kGpu;
-  const int total = static_cast<int>(model.gpu.total_gb);
+  const int total = o.gpu_gb_max > 0 ? std::min(o.gpu_gb_max, static_cast<int>(model.gpu.total_gb))
+                                      : static_cast<int>(model.gpu.total_gb);
   const double host_price = model.gpu.host_mem_mb / 1024.0 * o.prices.mem_per_gb_s;
   for (int b = 1; b <= o.gpu_max_batch; ++b) {
-    for (int g = std::max(1, GpuMinMemGb(model.gpu, b)); g <= total; ++g) {
+    for (int g = std::max({1, o.gpu_gb_min, GpuMinMemGb(model.gpu, b)}); g <= total; ++g) {
       Consider(UnitKind::kGpu, 0, g, b, GpuAvgLatency(model.gpu, b, g),
                GpuMaxLatency(model.gpu, b, g), g * o.prices.gpu_per_gb_s + host_price, rate_rps,
                slo_s, o.prices, best);

@@ -116,6 +116,10 @@ struct HarmonyOptions {
   double cpu_cores_max = 16;
   double cpu_cores_step = 0.5;
   int gpu_max_batch = 32;
+  // GPU sizes searched: [max(gpu_gb_min, the batch's memory), gpu_gb_max or G when 0]. Fixed
+  // node sizes (a simulator or cluster whose GPUs are not sliced per group) set both.
+  int gpu_gb_min = 1;
+  int gpu_gb_max = 0;
   friend bool operator==(const HarmonyOptions&, const HarmonyOptions&) = default;
 };
 

@@ -104,6 +104,23 @@ bool StoreBatching(const std::vector<App>& apps, const std::vector<BatchingGroup
   return true;
 }
 
+// Exponential smoothing of a rate with time constant tau, in memory under "<prefix>/demand"
+// and "<prefix>/demand_at": the first call takes the rate as is.
+double SmoothedDemand(double rate, TimeMs now, TimeMs tau, const PolicyMemory& in,
+                      const std::string& prefix, PolicyMemory* out) {
+  double v = rate;
+  auto d = in.values.find(prefix + "/demand");
+  auto t = in.values.find(prefix + "/demand_at");
+  if (tau > 0 && d != in.values.end() && t != in.values.end()) {
+    const double dt = std::max(0.0, static_cast<double>(now) - t->second);
+    const double a = 1.0 - std::exp(-dt / static_cast<double>(tau));
+    v = d->second + a * (rate - d->second);
+  }
+  out->values[prefix + "/demand"] = v;
+  out->values[prefix + "/demand_at"] = static_cast<double>(now);
+  return v;
+}
+
 std::vector<BatchingGroup> PlanGroups(const HarmonyPolicyOptions& o, const std::vector<App>& apps) {
   const BatchingPlan plan = o.per_app ? PerAppBatching(o.model, o.harmony, apps)
                                       : PlanMultiSloBatching(o.model, o.harmony, apps);
@@ -116,6 +133,7 @@ Status CostCapacityOptions::Validate() const {
   ARCHI_RETURN_IF_ERROR(routing.Validate());
   ARCHI_RETURN_IF_ERROR(scaling.Validate());
   if (!(reference_rps > 0)) return InvalidArgumentError("cost-capacity: reference_rps must be > 0");
+  if (demand_smoothing_ms < 0) return InvalidArgumentError("cost-capacity: demand_smoothing_ms < 0");
   if (!(min_weight_change >= 0)) {
     return InvalidArgumentError("cost-capacity: min_weight_change must be >= 0");
   }
@@ -265,7 +283,9 @@ Plan CostCapacityPolicy::Decide(const ClusterState& state, const ClusterMetrics&
   Plan plan = scaling_.Decide(state, metrics, forecast);
   KeepValues(state.memory, kName, &plan.memory);
   const std::string name(kName);
-  const double demand = metrics.frontend.admitted_rps;
+  const double demand =
+      SmoothedDemand(metrics.frontend.admitted_rps, state.now_ms, options_.demand_smoothing_ms,
+                     state.memory, name, &plan.memory);
   for (const Stage& stage : state.stages) {
     // One unit per kind among the stage's ready replicas.
     ClusterState one;
@@ -370,7 +390,8 @@ Plan CombinedPolicy::Decide(const ClusterState& state, const ClusterMetrics& met
   }
   if (in.groups.empty()) {  // no applications: one anonymous class with the frontend's rate
     BatchGroup bg;
-    bg.rate_rps = metrics.frontend.admitted_rps;
+    bg.rate_rps = SmoothedDemand(metrics.frontend.admitted_rps, state.now_ms,
+                                 ro.demand_smoothing_ms, state.memory, name, &plan.memory);
     bg.slo_s = std::numeric_limits<double>::infinity();
     in.groups.push_back(bg);
   }

@@ -49,6 +49,10 @@ struct CostCapacityOptions {
   // Ablation: cost-mode weights always (cheap pool only, ~ capacity / cost), no capacity mode.
   bool cost_only = false;
   double min_weight_change = 0.02;
+  // The demand routing plans for: the frontend's admitted rate smoothed exponentially with this
+  // time constant (memory "<name>/demand", "<name>/demand_at"), so that one busy window does not
+  // flip the mode; 0 = the last window's rate as is.
+  TimeMs demand_smoothing_ms = 30'000;
   Status Validate() const;
   friend bool operator==(const CostCapacityOptions&, const CostCapacityOptions&) = default;
 };

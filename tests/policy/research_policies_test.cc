@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <string>
 #include <vector>
 
@@ -85,6 +86,7 @@ std::vector<Worker> TwoKinds() {
 CostCapacityOptions CcOptions() {
   CostCapacityOptions o;
   o.reference_rps = 10;
+  o.demand_smoothing_ms = 0;  // the demand as measured (smoothing: its own test)
   return o;
 }
 
@@ -161,6 +163,22 @@ TEST(CostCapacityPolicy, FailoverWhenTheCheapKindVanishes) {
   EXPECT_EQ(r[0]->mode, "capacity");
   EXPECT_EQ(r[0]->weights, (std::vector<KindWeight>{{"fast", 1.0}}));
   EXPECT_NE(b.actions[0].reason.find("failover"), std::string::npos) << b.actions[0].reason;
+}
+
+TEST(CostCapacityPolicy, SmoothedDemandHoldsOffAOneWindowSpike) {
+  CostCapacityOptions o = CcOptions();
+  o.demand_smoothing_ms = 30'000;
+  CostCapacityPolicy p(o);
+  ClusterState s = OneStage(TwoKinds(), 1000);
+  Plan a = p.Decide(s, Demand(10), {});  // first: taken as is
+  EXPECT_DOUBLE_EQ(a.memory.values.at("cost-capacity/demand"), 10);
+  // One second of 18 req/s: 10 + (1 - exp(-1/30)) x 8 = 10.262 req/s, pressure 0.51: still
+  // cost mode (unsmoothed it would be 0.9 and switch, as in CostModeThenCapacityModeThenFailover).
+  s.memory = a.memory;
+  s.now_ms = 2000;
+  Plan b = p.Decide(s, Demand(18), {});
+  EXPECT_NEAR(b.memory.values.at("cost-capacity/demand"), 10 + (1 - std::exp(-1.0 / 30)) * 8, 1e-9);
+  EXPECT_TRUE(Routes(b).empty());
 }
 
 TEST(CostCapacityPolicy, CostOnlyAblationNeverSpreads) {
