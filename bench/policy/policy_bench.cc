@@ -22,6 +22,7 @@
 #include "runtime/policy/harmony_batch.h"
 #include "runtime/policy/parcae.h"
 #include "runtime/policy/reactive.h"
+#include "runtime/policy/registry.h"
 
 namespace archi::bench {
 namespace {
@@ -219,6 +220,60 @@ int Main(int argc, char** argv) {
     t.first = plan.actions.empty() ? (plan.unmet.empty() ? "-" : plan.unmet[0].reason)
                                    : policy::ToString(plan.actions[0]);
     timings.push_back(std::move(t));
+  }
+  // Issue 9 policies on the same cluster with three worker kinds and 20 applications: kinds by
+  // replica index (2 of 4 "spot" at 0.9/h, 1 "od" at 3.06/h, 1 "cpu" of capacity 0.4 at 0.5/h),
+  // 20 applications of 5..24 req/s with SLOs of 0.2..2.1 s. Each decision re-plans the
+  // batching groups (empty memory: the worst case). Skipped without the HarmonyBatch model.
+  auto hmodel = policy::LoadHarmonyModel(data + "/harmonybatch/conf/model.json", "VGG19");
+  if (hmodel.ok()) {
+    policy::ClusterState hs = state;
+    const char* kname[4] = {"spot", "spot", "od", "cpu"};
+    const double kprice[4] = {0.9, 0.9, 3.06, 0.5}, kcap[4] = {1, 1, 1, 0.4};
+    for (policy::Stage& st : hs.stages) {
+      for (size_t i = 0; i < st.replicas.size(); ++i) {
+        policy::Worker& w = st.replicas[i].worker;
+        w.kind = kname[i % 4];
+        w.price_per_hour = kprice[i % 4];
+        w.capacity = kcap[i % 4];
+      }
+    }
+    policy::ClusterMetrics hm = metrics;
+    hm.frontend.admitted_rps = 0;
+    for (int a = 0; a < 20; ++a) {
+      hm.apps.push_back({Fmt("app%d", a), 5.0 + a, 200.0 + 100.0 * a});
+      hm.frontend.admitted_rps += 5.0 + a;
+    }
+    policy::PolicyOptions opts;
+    opts.cost_capacity.reference_rps = 10;
+    opts.cost_capacity.latency_ms = {{"spot", 300}, {"od", 300}, {"cpu", 750}};
+    opts.cost_capacity.scaling = ro;
+    opts.harmony.model = *hmodel;
+    opts.harmony.scaling = ro;
+    opts.combined.parcae = po;
+    opts.combined.routing = opts.cost_capacity;
+    opts.combined.batching = opts.harmony;
+    for (const char* name : {"cost-capacity", "harmony", "combined"}) {
+      auto made = policy::MakePolicy(name, opts);
+      if (!made.ok()) {
+        std::fprintf(stderr, "archi-policy-bench: %s\n", made.status().ToString().c_str());
+        return 1;
+      }
+      const policy::Policy& p = **made;
+      policy::Plan plan;
+      p.Decide(hs, hm, forecast);
+      DecisionTiming t;
+      t.policy = std::string(p.name()) + " (kinds, 20 apps)";
+      t.ms = TimeRuns(runs, [&] { plan = p.Decide(hs, hm, forecast); });
+      if (Status v = policy::ValidatePlan(plan, hs); !v.ok()) {
+        std::fprintf(stderr, "archi-policy-bench: %s plan invalid: %s\n", name, v.ToString().c_str());
+        return 1;
+      }
+      t.actions = plan.actions.size();
+      t.first = plan.actions.empty() ? "-" : policy::ToString(plan.actions.back());
+      if (t.first.size() > 120) t.first = t.first.substr(0, 117) + "...";
+      timings.push_back(std::move(t));
+    }
   }
   md += Fmt("## Decision time at %d workers (%d stages x %d replicas + %zu idle), %d runs\n\n",
             workers, stages, per_stage, state.idle.size(), runs);
