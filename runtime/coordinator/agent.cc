@@ -50,6 +50,9 @@ struct WorkerAgent::Impl {
     std::jthread thread;
     std::atomic<bool> finished{false};
     Status result;
+    // Set when the assignment is retired: its links' breaks are no longer reported (they would
+    // go out with the next epoch and name peers of the old one).
+    std::shared_ptr<std::atomic<bool>> muted = std::make_shared<std::atomic<bool>>(false);
   };
   std::unique_ptr<Serving> serving;
   std::string failed_error;        // reported once as state "failed"
@@ -65,6 +68,39 @@ struct WorkerAgent::Impl {
     if (Status s = ex::WriteFileAtomically(options.status_file, j.dump()); !s.ok()) {
       ARCHI_LOG_WARN("agent {}: {}", options.worker_id, s.ToString());
     }
+  }
+
+  // A fresh channel to the coordinator (Run's thread, between sessions). gRPC pools subchannels
+  // by address and arguments, and a pooled one keeps the reconnect backoff of the connection the
+  // old coordinator dropped: measured 9-15 s of "connection refused" after a frontend restart
+  // while the new one was listening. A new generation argument gives a new subchannel, which
+  // connects at once.
+  std::shared_ptr<grpc::ChannelCredentials> creds;
+  int channel_generation = 0;
+  void NewChannel() {
+    grpc::ChannelArguments args;
+    args.SetMaxReceiveMessageSize(4 << 20);
+    // Reconnect within ~100 ms..1 s (gRPC's defaults: 1 s first, up to 120 s, and a 20 s minimum
+    // connect timeout).
+    args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
+    args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
+    args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
+    args.SetInt("archi.agent_channel_generation", ++channel_generation);
+    channel = grpc::CreateCustomChannel(options.coordinator, creds, args);
+    stub = pb::Coordinator::NewStub(channel);
+  }
+
+  // --coordinator A,B,...: every coordinator's address (a leader and its standbys, archi-coordinator
+  // --state-etcd); options.coordinator is the one in use (Run's thread). A try that finds it
+  // unavailable (a standby answers UNAVAILABLE naming the leader) moves on to the next.
+  std::vector<std::string> coordinators;
+  size_t coordinator_index = 0;
+  // Moves options.coordinator to the next address; false when that wrapped around to the first.
+  bool NextCoordinator() {
+    if (coordinators.size() < 2) return false;
+    coordinator_index = (coordinator_index + 1) % coordinators.size();
+    options.coordinator = coordinators[coordinator_index];
+    return coordinator_index != 0;
   }
 
   Status Register(bool resume) {
@@ -106,6 +142,7 @@ struct WorkerAgent::Impl {
     {
       std::lock_guard lock(mu);
       s = std::move(serving);
+      if (s) *s->muted = true;
     }
     if (!s) return;
     ARCHI_LOG_WARN("agent {}: stopping stage {}: {}", options.worker_id, s->assignment.stage(),
@@ -114,6 +151,58 @@ struct WorkerAgent::Impl {
     if (s->thread.joinable()) s->thread.join();
     std::lock_guard lock(mu);
     reports.clear();  // about worlds of the epoch that ended
+  }
+
+  // Like StopServing, but the old assignment's clean-up (leaving its worlds and the registry of a
+  // store that may be gone with a restarted frontend: seconds of store deadlines) runs on its own
+  // thread while the agent registers afresh. The retired Serving is out of `serving` at once, so
+  // its end is never reported (no "failed" heartbeat that a coordinator could take for an
+  // assignment id of the new epoch). Joined by ReapRetired / at the end of Run.
+  struct Retiring {
+    std::unique_ptr<Serving> serving;
+    std::jthread stopper;
+    std::atomic<bool> done{false};
+  };
+  std::vector<std::unique_ptr<Retiring>> retiring;  // Run's thread only
+
+  void RetireServing(const std::string& why) {
+    std::unique_ptr<Serving> s;
+    {
+      std::lock_guard lock(mu);
+      s = std::move(serving);
+      if (s) *s->muted = true;
+      reports.clear();  // about worlds of the epoch that ended
+    }
+    if (!s) return;
+    // A fixed metrics port must be free before the next assignment binds it: stop in line.
+    if (!options.metrics_listen.empty() && !options.metrics_listen.ends_with(":0")) {
+      std::lock_guard lock(mu);
+      serving = std::move(s);
+    }
+    if (!s) return StopServing(why);
+    ARCHI_LOG_WARN("agent {}: stopping stage {} in the background: {}", options.worker_id,
+                   s->assignment.stage(), why);
+    auto r = std::make_unique<Retiring>();
+    r->serving = std::move(s);
+    Retiring* raw = r.get();
+    const std::string id = options.worker_id;
+    r->stopper = std::jthread([raw, id] {
+      const int64_t t0 = UnixMillis();
+      raw->serving->worker->Stop();
+      if (raw->serving->thread.joinable()) raw->serving->thread.join();
+      ARCHI_LOG_INFO("agent {}: old stage {} stopped in {} ms", id,
+                     raw->serving->assignment.stage(), UnixMillis() - t0);
+      raw->done = true;
+    });
+    retiring.push_back(std::move(r));
+  }
+
+  void ReapRetired(bool wait) {
+    std::erase_if(retiring, [&](const std::unique_ptr<Retiring>& r) {
+      if (!wait && !r->done) return false;
+      if (r->stopper.joinable()) r->stopper.join();
+      return true;
+    });
   }
 
   void StartServing(const pb::Assignment& a) {
@@ -141,8 +230,10 @@ struct WorkerAgent::Impl {
       std::lock_guard lock(mu);
       wo.incarnation = std::to_string(epoch);
     }
-    wo.on_link_broken = [this](const std::string& world, const ex::MemberInfo& peer,
-                               const Status& why) {
+    auto s = std::make_unique<Serving>();
+    wo.on_link_broken = [this, muted = s->muted](const std::string& world,
+                                                 const ex::MemberInfo& peer, const Status& why) {
+      if (*muted) return;
       pb::WorkerMessage m;
       auto* b = m.mutable_broken();
       b->set_world(world);
@@ -153,7 +244,6 @@ struct WorkerAgent::Impl {
       if (reports.size() < 256) reports.push_back(std::move(m));
       cv.notify_all();
     };
-    auto s = std::make_unique<Serving>();
     s->assignment = a;
     s->worker = std::make_shared<ex::StageWorker>(wo);
     Serving* raw = s.get();
@@ -305,6 +395,7 @@ struct WorkerAgent::Impl {
         if (!write(m)) healthy = false;
       }
       const bool finished = ReapServing();
+      ReapRetired(/*wait=*/false);
       if (finished && drain_requested) stop = true;
       const int64_t now = UnixMillis();
       if (now >= next_hb || finished) {
@@ -333,13 +424,16 @@ struct WorkerAgent::Impl {
       gethostname(host, sizeof(host) - 1);
       options.host = host;
     }
-    grpc::ChannelArguments args;
-    args.SetMaxReceiveMessageSize(4 << 20);
-    args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
-    args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
-    ARCHI_ASSIGN_OR_RETURN(auto creds, MakeChannelCredentials(options.tls));
-    channel = grpc::CreateCustomChannel(options.coordinator, creds, args);
-    stub = pb::Coordinator::NewStub(channel);
+    for (size_t b = 0; b <= options.coordinator.size();) {
+      size_t e = options.coordinator.find(',', b);
+      if (e == std::string::npos) e = options.coordinator.size();
+      if (e > b) coordinators.push_back(options.coordinator.substr(b, e - b));
+      b = e + 1;
+    }
+    if (coordinators.empty()) return InvalidArgumentError("no coordinator address");
+    options.coordinator = coordinators[0];
+    ARCHI_ASSIGN_OR_RETURN(creds, MakeChannelCredentials(options.tls));
+    NewChannel();
     // First registration: bounded; a refusal other than "unavailable" is final.
     const int64_t give_up = UnixMillis() + options.register_timeout_ms;
     while (true) {
@@ -349,6 +443,11 @@ struct WorkerAgent::Impl {
         return s;
       }
       if (UnixMillis() > give_up || stop) return s;
+      if (coordinators.size() > 1) {  // the next coordinator at once, a pause after a round
+        const bool more = NextCoordinator();
+        NewChannel();
+        if (more) continue;
+      }
       std::this_thread::sleep_for(std::chrono::milliseconds(200));
     }
     WriteStatusFile("idle", -1);
@@ -361,13 +460,16 @@ struct WorkerAgent::Impl {
                      static_cast<int>(end.error_code()), end.error_message());
       // Reconnect: resume the epoch; if it was retired, stop serving and register afresh.
       while (!stop) {
+        NewChannel();
         Status s = Register(true);
         if (s.ok()) {
           backoff_ms = 100;
           break;
         }
         if (s.code() == StatusCode::kFailedPrecondition) {
-          StopServing("the coordinator retired epoch " + std::to_string(epoch));
+          // Register first: the old assignment's clean-up must not delay the new one (a
+          // restarted frontend's coordinator refuses every epoch of the old one).
+          RetireServing("the coordinator retired epoch " + std::to_string(epoch));
           Status fresh = Register(false);
           if (fresh.ok()) {
             WriteStatusFile("idle", -1);
@@ -377,6 +479,7 @@ struct WorkerAgent::Impl {
         }
         if (s.code() == StatusCode::kUnauthenticated || s.code() == StatusCode::kInvalidArgument) {
           StopServing("refused by the coordinator");
+          ReapRetired(/*wait=*/true);
           return s;
         }
         ReapServing();
@@ -387,14 +490,17 @@ struct WorkerAgent::Impl {
             break;
           }
         }
+        if (coordinators.size() > 1 && NextCoordinator()) continue;  // the next one at once
         ARCHI_LOG_DEBUG("agent {}: coordinator unavailable ({}); retry in {} ms",
                         options.worker_id, s.ToString(), backoff_ms);
         std::this_thread::sleep_for(std::chrono::milliseconds(backoff_ms));
         backoff_ms = std::min<int64_t>(backoff_ms * 2, 2000);
       }
       ARCHI_LOG_INFO("agent {}: reconnected after {} ms", options.worker_id, UnixMillis() - t0);
+      ReapRetired(/*wait=*/false);
     }
     StopServing("agent stopping");
+    ReapRetired(/*wait=*/true);
     return Status::Ok();
   }
 };
