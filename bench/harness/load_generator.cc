@@ -6,6 +6,7 @@
 #include <cmath>
 #include <condition_variable>
 #include <cstdio>
+#include <map>
 #include <mutex>
 #include <random>
 #include <thread>
@@ -96,6 +97,7 @@ LoadSummary Summarize(const std::vector<RequestRecord>& records) {
     ++s.sent;
     if (first < 0 || r.send_ms < first) first = r.send_ms;
     if (r.finish_ms > last) last = r.finish_ms;
+    if (r.attempts > 1) ++s.retried;
     if (r.lost) {
       ++s.lost;
       ++s.by_code["LOST"];
@@ -107,6 +109,7 @@ LoadSummary Summarize(const std::vector<RequestRecord>& records) {
       ++s.ok;
       lat.push_back(r.latency_ms());
       if (r.server_attempts > 1 || r.attempts > 1) ++s.resent;
+      if (r.recovered) ++s.recovered;
     }
   }
   s.wall_s = first >= 0 && last > first ? (last - first) / 1000.0 : 0;
@@ -131,7 +134,10 @@ std::string LoadSummary::ToString() const {
   return std::to_string(sent) + " sent, " + std::to_string(ok) + " OK, " +
          Fmt("%.1f req/s", throughput) + ", p50 " + Fmt("%.1f", p50_ms) + " ms, p90 " +
          Fmt("%.1f", p90_ms) + " ms, p99 " + Fmt("%.1f", p99_ms) + " ms, lost " +
-         std::to_string(lost) + " [" + codes + "]";
+         std::to_string(lost) + " [" + codes + "]" +
+         (retried > 0 || recovered > 0
+              ? ", retried " + std::to_string(retried) + ", recovered " + std::to_string(recovered)
+              : "");
 }
 
 std::vector<int64_t> LoadReport::Timeline(double bin_ms) const {
@@ -270,7 +276,7 @@ class LoadGenerator::Impl {
   Result<LoadReport> Wait(Deadline deadline) {
     std::unique_lock<std::mutex> lock(mu_);
     if (!started_) return FailedPreconditionError("LoadGenerator not started");
-    auto done = [&] { return !sending_ && outstanding_.empty(); };
+    auto done = [&] { return !sending_ && outstanding_.empty() && delayed_outstanding_ == 0; };
     if (deadline.infinite()) {
       cv_.wait(lock, done);
     } else if (!cv_.wait_until(lock, deadline.time_point(), done)) {
@@ -336,6 +342,9 @@ class LoadGenerator::Impl {
         o_.inputs[static_cast<size_t>(records_[static_cast<size_t>(index)].input)];
     c->req.set_model(o_.model);
     c->req.set_client_tag(std::to_string(index));
+    if (!o_.request_id_prefix.empty()) {
+      c->req.set_request_id(o_.request_id_prefix + std::to_string(index));
+    }
     if (!in.ids.empty()) {
       c->req.mutable_ids()->mutable_ids()->Add(in.ids.begin(), in.ids.end());
     } else {
@@ -383,15 +392,38 @@ class LoadGenerator::Impl {
       if (!r.lost) {
         const auto now = Clock::now();
         const int code = static_cast<int>(s.error_code());
+        // The backoff before the next attempt (0: at once).
+        int64_t backoff_ms = 0;
+        if (o_.retry_backoff_ms > 0) {
+          backoff_ms = o_.retry_backoff_ms;
+          for (int a = 1; a < r.attempts && backoff_ms < o_.max_retry_backoff_ms; ++a) {
+            backoff_ms *= 2;
+          }
+          backoff_ms = std::min(backoff_ms, o_.max_retry_backoff_ms);
+          std::uniform_real_distribution<double> jitter(0.75, 1.25);
+          backoff_ms = static_cast<int64_t>(static_cast<double>(backoff_ms) * jitter(retry_rng_));
+        }
         if (code == grpc::StatusCode::UNAVAILABLE && r.attempts < o_.max_attempts &&
-            now < c->deadline && !destroying_) {
-          retry = MakeCallLocked(c->index, c->deadline);
+            now + Millis(backoff_ms) < c->deadline && !destroying_) {
+          if (backoff_ms == 0) {
+            retry = MakeCallLocked(c->index, c->deadline);
+          } else {
+            // Sent by Monitor when due; counts as outstanding meanwhile (Wait waits for it).
+            delayed_.emplace(now + Millis(backoff_ms), std::make_pair(c->index, c->deadline));
+            ++delayed_outstanding_;
+          }
         } else {
           r.finish_ms = ToMs(now - t0_);
           r.code = code;
           if (code == grpc::StatusCode::OK) {
             r.server_attempts = c->resp.attempts();
             r.server_total_ms = c->resp.total_ms();
+            r.server_request_id = c->resp.request_id();
+            r.replayed = c->resp.replayed();
+            r.recovered = c->resp.recovered();
+            if (o_.keep_embeddings) {
+              r.embedding.assign(c->resp.embedding().begin(), c->resp.embedding().end());
+            }
             ++ok_;
           } else {
             r.message = s.error_message();
@@ -404,7 +436,8 @@ class LoadGenerator::Impl {
         }
       }
       // Closed loop: every final answer (or cancellation of a lost request) frees a slot.
-      send_next = !retry && o_.mode == LoadOptions::Mode::kClosed;
+      send_next = !retry && r.finish_ms >= 0 && o_.mode == LoadOptions::Mode::kClosed;
+      if (r.lost) send_next = !retry && o_.mode == LoadOptions::Mode::kClosed;
     }
     if (retry) Launch(std::move(retry));
     if (send_next) SendNew();
@@ -453,10 +486,27 @@ class LoadGenerator::Impl {
           now = Clock::now();
         }
       }
-      // Limits by time (closed loop sends only from completions), lost requests.
-      std::vector<std::shared_ptr<Call>> cancel;
+      // Limits by time (closed loop sends only from completions), lost requests, due retries.
+      std::vector<std::shared_ptr<Call>> cancel, resend;
+      int refill = 0;
       {
         std::lock_guard<std::mutex> lock(mu_);
+        while (!delayed_.empty() && (delayed_.begin()->first <= now || destroying_)) {
+          auto [index, deadline] = delayed_.begin()->second;
+          delayed_.erase(delayed_.begin());
+          --delayed_outstanding_;
+          RequestRecord& r = records_[static_cast<size_t>(index)];
+          if (destroying_ || r.lost || now >= deadline) {
+            // Out of time while backing off: the last answer (UNAVAILABLE) is final.
+            r.finish_ms = ToMs(now - t0_);
+            r.code = grpc::StatusCode::UNAVAILABLE;
+            r.message = "no attempt left before the deadline";
+            ++errors_;
+            refill += o_.mode == LoadOptions::Mode::kClosed ? 1 : 0;
+            continue;
+          }
+          resend.push_back(MakeCallLocked(index, deadline));
+        }
         if (sending_ && o_.duration_s > 0 && now >= end_) {
           sending_ = false;
           cv_.notify_all();
@@ -469,9 +519,11 @@ class LoadGenerator::Impl {
             cancel.push_back(c);
           }
         }
-        if (!sending_ && outstanding_.empty()) break;
+        if (!sending_ && outstanding_.empty() && delayed_outstanding_ == 0) break;
       }
       for (auto& c : cancel) c->ctx.TryCancel();
+      for (auto& c : resend) Launch(std::move(c));
+      for (; refill > 0; --refill) SendNew();
       auto wake = now + Millis(5);
       if (open && next_send < wake) wake = next_send;
       std::this_thread::sleep_until(wake);
@@ -494,6 +546,10 @@ class LoadGenerator::Impl {
   std::unordered_map<int64_t, std::shared_ptr<Call>> outstanding_;
   std::vector<std::shared_ptr<Call>> done_calls_;  // answered, possibly still referenced by gRPC
   int64_t next_key_ = 0;
+  // Resends waiting out their backoff: due time -> (request index, its deadline).
+  std::multimap<Clock::time_point, std::pair<int64_t, Clock::time_point>> delayed_;
+  int64_t delayed_outstanding_ = 0;
+  std::mt19937_64 retry_rng_{7};  // under mu_
   int64_t active_ = 0;  // RPCs whose callback has not finished
   int64_t ok_ = 0, errors_ = 0;
 };
@@ -522,6 +578,12 @@ Result<std::unique_ptr<LoadGenerator>> LoadGenerator::Create(LoadOptions o) {
   }
   if (o.mode == LoadOptions::Mode::kOpen && o.send_times_ms.empty() && !(o.rate_per_s > 0)) {
     return InvalidArgumentError("LoadGenerator: rate_per_s must be > 0");
+  }
+  if (o.retry_backoff_ms < 0 || o.max_retry_backoff_ms < o.retry_backoff_ms) {
+    return InvalidArgumentError("LoadGenerator: bad retry_backoff_ms/max_retry_backoff_ms");
+  }
+  if (o.request_id_prefix.size() > 100) {
+    return InvalidArgumentError("LoadGenerator: request_id_prefix over 100 bytes");
   }
   if (o.deadline_ms <= 0 || o.grace_ms < 0 || o.max_attempts < 1 || o.channels < 1) {
     return InvalidArgumentError("LoadGenerator: bad deadline_ms/grace_ms/max_attempts/channels");

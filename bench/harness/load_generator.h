@@ -49,6 +49,16 @@ struct LoadOptions {
   int64_t max_requests = 0;      // 0: no limit
   double duration_s = 0;         // 0: no limit (one of the two limits is required)
   int max_attempts = 1;          // > 1: resend after UNAVAILABLE while the deadline allows
+  // Backoff before a resend: retry_backoff_ms after the first UNAVAILABLE, doubling up to
+  // max_retry_backoff_ms, each with +-25% jitter, always within the request's deadline (its
+  // overall deadline: every attempt carries what is left of it). 0: resend at once.
+  int64_t retry_backoff_ms = 0;
+  int64_t max_retry_backoff_ms = 1'000;
+  // Non-empty: request i carries EmbedRequest.request_id = prefix + i (an idempotency key), the
+  // same on every attempt, so a restarted frontend answers a retry from the execution it
+  // recovered or kept (docs/coordinator.md, "Durable admission").
+  std::string request_id_prefix;
+  bool keep_embeddings = false;  // RequestRecord::embedding of OK answers
   int channels = 1;              // gRPC channels (connections) the requests are spread over
   uint64_t seed = 1;             // open loop arrivals
   // Open loop: when not empty, request i is sent at send_times_ms[i] (ms after Start, ascending)
@@ -70,6 +80,10 @@ struct RequestRecord {
   int attempts = 0;              // RPCs sent for it (client side)
   uint32_t server_attempts = 0;  // EmbedResponse.attempts (frontend re-sends + 1)
   double server_total_ms = 0;    // EmbedResponse.total_ms
+  uint64_t server_request_id = 0;  // EmbedResponse.request_id (the frontend's execution)
+  bool replayed = false;           // EmbedResponse.replayed
+  bool recovered = false;          // EmbedResponse.recovered
+  std::vector<float> embedding;    // with LoadOptions::keep_embeddings
   bool lost = false;
   double latency_ms() const { return finish_ms >= 0 ? finish_ms - send_ms : -1; }
 };
@@ -84,6 +98,8 @@ struct LoadSummary {
   double throughput = 0;                   // OK answers per second of wall_s
   double p50_ms = 0, p90_ms = 0, p99_ms = 0, mean_ms = 0, max_ms = 0;  // OK requests
   int64_t resent = 0;            // OK answers with server_attempts > 1 or attempts > 1
+  int64_t retried = 0;           // requests sent more than once by the client
+  int64_t recovered = 0;         // OK answers from an execution a restarted frontend recovered
   std::string ToString() const;  // one line
 };
 

@@ -11,11 +11,13 @@
 #include <fstream>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <random>
 #include <thread>
 #include <unordered_map>
 
 #include "proto/inference.grpc.pb.h"
+#include "runtime/coordinator/wal.h"
 #include "runtime/core/logging.h"
 #include "runtime/policy/policy.h"
 #include "runtime/executor/metrics.h"
@@ -35,6 +37,29 @@ using Clock = std::chrono::steady_clock;
 
 namespace {
 constexpr size_t kMaxTextBytes = 64 * 1024;
+constexpr size_t kMaxRequestIdBytes = 128;
+// The admission log is compacted (a snapshot of the open admissions) after this many records.
+constexpr uint64_t kAdmissionSnapshotEvery = 20'000;
+
+// FNV-1a of the request's input as sent: a retry must carry the same one.
+uint64_t Fingerprint(const pb::EmbedRequest& req) {
+  uint64_t h = 1469598103934665603ull;
+  auto mix = [&h](const void* data, size_t n) {
+    const auto* b = static_cast<const unsigned char*>(data);
+    for (size_t i = 0; i < n; ++i) {
+      h ^= b[i];
+      h *= 1099511628211ull;
+    }
+  };
+  mix(req.model().data(), req.model().size());
+  const int c = static_cast<int>(req.input_case());
+  mix(&c, sizeof(c));
+  if (req.input_case() == pb::EmbedRequest::kText) mix(req.text().data(), req.text().size());
+  if (req.input_case() == pb::EmbedRequest::kIds) {
+    mix(req.ids().ids().data(), static_cast<size_t>(req.ids().ids_size()) * sizeof(int32_t));
+  }
+  return h;
+}
 
 grpc::Status ToGrpc(const Status& s) {
   return grpc::Status(static_cast<grpc::StatusCode>(s.code()), std::string(s.message()));
@@ -56,14 +81,33 @@ struct Frontend::Impl {
   std::unique_ptr<pb::Inference::CallbackService> inference_service;
   std::unique_ptr<pb::Admin::CallbackService> admin_service;
 
-  struct Pending {
+  // A caller waiting for a request: the first one, and retries of a keyed request attached to it.
+  struct Waiter {
     grpc::ServerUnaryReactor* reactor = nullptr;
     pb::EmbedResponse* response = nullptr;
+    bool replayed = false;
+  };
+  struct Pending {
+    std::vector<Waiter> waiters;  // empty for a recovered request until a retry attaches
     std::vector<int32_t> ids;
     Clock::time_point admitted;
     Clock::time_point dispatched;
     int64_t deadline_unix_ms = 0;
     bool is_dispatched = false;
+    std::string key;  // EmbedRequest.request_id ("": none)
+    uint64_t fingerprint = 0;
+    bool recovered = false;
+    std::string client_tag;
+  };
+  // A keyed request's result, kept for retries until expires_unix_ms.
+  struct Kept {
+    std::vector<float> embedding;
+    uint64_t fingerprint = 0;
+    uint64_t request_id = 0;
+    int32_t num_tokens = 0;
+    uint32_t attempts = 0;
+    bool recovered = false;
+    int64_t expires_unix_ms = 0;
   };
 
   std::mutex mu;
@@ -78,6 +122,30 @@ struct Frontend::Impl {
   // Counters (guarded by mu).
   uint64_t admitted = 0, completed = 0, failed = 0, deadline_exceeded = 0, rejected = 0,
            duplicates = 0;
+  // Keyed requests (guarded by mu).
+  std::unordered_map<std::string, uint64_t> by_key;  // request_id -> its running execution
+  std::unordered_map<std::string, Kept> kept;
+  std::deque<std::pair<int64_t, std::string>> kept_order;  // (expiry, key), oldest first
+  uint64_t recovered = 0, retries_attached = 0, retries_kept = 0, executions = 0;
+  // Admission log (options.state_dir; appended under mu so that records follow the map's order).
+  std::unique_ptr<coordinator::WriteAheadLog> admission_log;
+  std::optional<std::pair<uint64_t, std::string>> snapshot_due;  // (lsn, payload) to write
+  std::condition_variable sync_cv;
+  std::jthread sync_thread;
+  Status OpenAdmissionLog();
+  Status AppendLocked(const pb::AdmissionRecord& rec);
+  std::string OpenAdmissionsLocked() const;
+  void SyncLoop(std::stop_token st);
+  void KeepLocked(const Pending& p, uint64_t request_id, const float* row, int64_t h,
+                  uint32_t attempts);
+  static void FillFromKept(const Kept& k, pb::EmbedResponse* resp) {
+    resp->mutable_embedding()->Assign(k.embedding.begin(), k.embedding.end());
+    resp->set_request_id(k.request_id);
+    resp->set_num_tokens(k.num_tokens);
+    resp->set_attempts(k.attempts);
+    resp->set_recovered(k.recovered);
+    resp->set_replayed(true);
+  }
   // Recent answers (unix ms, latency ms) for the coordinator's policy: the last 5 s.
   std::deque<std::pair<int64_t, double>> recent;
   policy::FrontendMetrics RecentMetrics();
@@ -236,6 +304,10 @@ Status Frontend::Impl::Init() {
     // With a token, the embedded store admits members only with their assignment's credential.
     if (store_server) store_server->SetAuthorizer(coord->store_authorizer());
   }
+  if (!options.state_dir.empty()) {
+    ARCHI_RETURN_IF_ERROR(OpenAdmissionLog());
+    sync_thread = std::jthread([this](std::stop_token st) { SyncLoop(st); });
+  }
   inference_service = std::make_unique<InferenceImpl>(this);
   admin_service = std::make_unique<AdminImpl>(this);
   grpc::ServerBuilder builder;
@@ -310,6 +382,10 @@ grpc::ServerUnaryReactor* Frontend::Impl::Embed(grpc::CallbackServerContext* ctx
                                                 pb::EmbedResponse* resp) {
   auto* reactor = ctx->DefaultReactor();
   auto ids = InputIds(*req);
+  if (ids.ok() && req->request_id().size() > kMaxRequestIdBytes) {
+    ids = InvalidArgumentError("request_id of " + std::to_string(req->request_id().size()) +
+                               " bytes; at most " + std::to_string(kMaxRequestIdBytes));
+  }
   if (!ids.ok()) {
     {
       std::lock_guard lock(mu);
@@ -335,12 +411,52 @@ grpc::ServerUnaryReactor* Frontend::Impl::Embed(grpc::CallbackServerContext* ctx
     reactor->Finish(grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED, "deadline already passed"));
     return reactor;
   }
+  const std::string& key = req->request_id();
+  const uint64_t fingerprint = key.empty() ? 0 : Fingerprint(*req);
+  auto reused = [&](const std::string& what) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                        "request_id '" + key + "' was already used with a different input (" +
+                            what + "); a retry must resend the same request");
+  };
   {
     std::lock_guard lock(mu);
     if (stopping) {
       Count(grpc::StatusCode::UNAVAILABLE);
       reactor->Finish(grpc::Status(grpc::StatusCode::UNAVAILABLE, "frontend is shutting down"));
       return reactor;
+    }
+    if (!key.empty()) {
+      // A retry: attach to the execution still running, or answer from its kept result.
+      if (auto run = by_key.find(key); run != by_key.end()) {
+        Pending& p = pending.at(run->second);
+        if (p.fingerprint != fingerprint) {
+          ++rejected;
+          Count(grpc::StatusCode::INVALID_ARGUMENT);
+          reactor->Finish(reused("still running"));
+          return reactor;
+        }
+        p.waiters.push_back({reactor, resp, /*replayed=*/true});
+        if (deadline > p.deadline_unix_ms) {
+          p.deadline_unix_ms = deadline;
+          deadlines.emplace(deadline, run->second);
+        }
+        ++retries_attached;
+        return reactor;
+      }
+      if (auto k = kept.find(key); k != kept.end() && k->second.expires_unix_ms > now) {
+        if (k->second.fingerprint != fingerprint) {
+          ++rejected;
+          Count(grpc::StatusCode::INVALID_ARGUMENT);
+          reactor->Finish(reused("answered"));
+          return reactor;
+        }
+        FillFromKept(k->second, resp);
+        resp->set_client_tag(req->client_tag());
+        ++retries_kept;
+        Count(grpc::StatusCode::OK);
+        reactor->Finish(grpc::Status::OK);
+        return reactor;
+      }
     }
     if (pending.size() >= static_cast<size_t>(plan.max_queue)) {
       ++rejected;
@@ -350,16 +466,41 @@ grpc::ServerUnaryReactor* Frontend::Impl::Embed(grpc::CallbackServerContext* ctx
       return reactor;
     }
     const uint64_t id = next_request_id++;
-    resp->set_request_id(id);
-    resp->set_client_tag(req->client_tag());
-    resp->set_num_tokens(static_cast<int32_t>(ids->size()));
     Pending p;
-    p.reactor = reactor;
-    p.response = resp;
+    p.waiters.push_back({reactor, resp, false});
     p.ids = std::move(*ids);
     p.admitted = Clock::now();
     p.deadline_unix_ms = deadline;
+    p.key = key;
+    p.fingerprint = fingerprint;
+    p.client_tag = req->client_tag();
+    // Built before the request is queued; appended after it is in the maps (below).
+    pb::AdmissionRecord rec;
+    if (!key.empty() && admission_log) {
+      auto* a = rec.add_admitted();
+      a->set_request_id(key);
+      a->mutable_ids()->Assign(p.ids.begin(), p.ids.end());
+      a->set_fingerprint(fingerprint);
+      a->set_deadline_unix_ms(deadline);
+      a->set_admitted_unix_ms(now);
+      a->set_client_tag(p.client_tag);
+    }
     pending.emplace(id, std::move(p));
+    if (!key.empty()) {
+      by_key[key] = id;  // before the append: a snapshot it starts lists this request
+      if (admission_log) {
+        // Logged before it can be dispatched: a frontend killed from here on re-dispatches it.
+        if (Status st = AppendLocked(rec); !st.ok()) {
+          by_key.erase(key);
+          pending.erase(id);
+          Count(grpc::StatusCode::UNAVAILABLE);
+          reactor->Finish(grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                                       "cannot log the admission: " + st.ToString()));
+          return reactor;
+        }
+      }
+      ++executions;
+    }
     queue.push_back(id);
     deadlines.emplace(deadline, id);
     ++admitted;
@@ -368,6 +509,136 @@ grpc::ServerUnaryReactor* Frontend::Impl::Embed(grpc::CallbackServerContext* ctx
   batch_cv.notify_one();
   deadline_cv.notify_one();
   return reactor;
+}
+
+// ---- Admission log (options.state_dir) ----
+
+std::string Frontend::Impl::OpenAdmissionsLocked() const {
+  pb::AdmissionRecord open;
+  for (const auto& [key, id] : by_key) {
+    const Pending& p = pending.at(id);
+    auto* a = open.add_admitted();
+    a->set_request_id(key);
+    a->mutable_ids()->Assign(p.ids.begin(), p.ids.end());
+    a->set_fingerprint(p.fingerprint);
+    a->set_deadline_unix_ms(p.deadline_unix_ms);
+    a->set_client_tag(p.client_tag);
+  }
+  return open.SerializeAsString();
+}
+
+Status Frontend::Impl::AppendLocked(const pb::AdmissionRecord& rec) {
+  if (!admission_log) return Status::Ok();
+  ARCHI_RETURN_IF_ERROR(admission_log->Append(rec.SerializeAsString()).status());
+  // Compaction: the open admissions as a snapshot (cheap here; written by the sync thread).
+  if (!snapshot_due && admission_log->records_since_snapshot() >= kAdmissionSnapshotEvery) {
+    auto lsn = admission_log->BeginSnapshot();
+    if (lsn.ok()) {
+      snapshot_due.emplace(*lsn, OpenAdmissionsLocked());
+      sync_cv.notify_all();
+    }
+  }
+  return Status::Ok();
+}
+
+// Group commit: one fdatasync per admission_sync_ms for every record appended meanwhile; writes
+// the snapshots AppendLocked started.
+void Frontend::Impl::SyncLoop(std::stop_token st) {
+  const auto period = std::chrono::milliseconds(
+      options.admission_sync_ms > 0 ? options.admission_sync_ms : 100);
+  while (!st.stop_requested()) {
+    std::optional<std::pair<uint64_t, std::string>> snap;
+    {
+      std::unique_lock lock(mu);
+      sync_cv.wait_for(lock, period, [&] { return snapshot_due || st.stop_requested(); });
+      snap.swap(snapshot_due);
+    }
+    if (options.admission_sync_ms > 0 && admission_log->synced_lsn() < admission_log->last_lsn()) {
+      if (Status s = admission_log->Sync(); !s.ok()) {
+        ARCHI_LOG_WARN("frontend: admission log sync: {}", s.ToString());
+      }
+    }
+    if (snap) {
+      if (Status s = admission_log->WriteSnapshot(snap->first, snap->second); !s.ok()) {
+        ARCHI_LOG_WARN("frontend: admission log snapshot: {}", s.ToString());
+      }
+    }
+  }
+}
+
+Status Frontend::Impl::OpenAdmissionLog() {
+  const std::string dir = options.state_dir + "/admission";
+  coordinator::WalContents c;
+  ARCHI_ASSIGN_OR_RETURN(admission_log, coordinator::WriteAheadLog::Open(dir, &c));
+  if (!c.torn.empty()) ARCHI_LOG_WARN("frontend: admission log: dropped a torn tail ({})", c.torn);
+  // Replay: the snapshot's open admissions, then every record after it.
+  std::map<std::string, pb::AdmissionRecord::Admitted> open;
+  auto apply = [&](const std::string& payload, const char* what) -> Status {
+    pb::AdmissionRecord rec;
+    if (!rec.ParseFromString(payload)) {
+      return Status(StatusCode::kDataLoss, "admission log in " + dir + ": unreadable " + what);
+    }
+    for (auto& a : *rec.mutable_admitted()) open[a.request_id()] = std::move(a);
+    for (const auto& d : rec.done()) open.erase(d);
+    return Status::Ok();
+  };
+  if (c.snapshot) ARCHI_RETURN_IF_ERROR(apply(*c.snapshot, "snapshot"));
+  for (const auto& r : c.records) ARCHI_RETURN_IF_ERROR(apply(r, "record"));
+  const int64_t now = ex::UnixMillis();
+  int64_t expired = 0;
+  std::lock_guard lock(mu);
+  for (auto& [key, a] : open) {
+    if (a.deadline_unix_ms() <= now || a.ids().empty() ||
+        a.ids_size() > static_cast<int>(plan.max_tokens)) {
+      ++expired;  // nobody waits for it any more (or it does not fit this plan)
+      continue;
+    }
+    const uint64_t id = next_request_id++;
+    Pending p;
+    p.ids.assign(a.ids().begin(), a.ids().end());
+    p.admitted = Clock::now();
+    p.deadline_unix_ms = a.deadline_unix_ms();
+    p.key = key;
+    p.fingerprint = a.fingerprint();
+    p.recovered = true;
+    p.client_tag = a.client_tag();
+    pending.emplace(id, std::move(p));
+    queue.push_back(id);
+    deadlines.emplace(a.deadline_unix_ms(), id);
+    by_key[key] = id;
+    ++recovered;
+    ++executions;
+    ++admitted;
+  }
+  // Compact at once: the new log starts from the admissions re-dispatched now.
+  ARCHI_ASSIGN_OR_RETURN(const uint64_t lsn, admission_log->BeginSnapshot());
+  ARCHI_RETURN_IF_ERROR(admission_log->WriteSnapshot(lsn, OpenAdmissionsLocked()));
+  ARCHI_LOG_INFO("frontend: admission log {}: {} admitted request(s) not answered before the "
+                 "restart re-dispatched, {} past their deadline dropped",
+                 dir, recovered, expired);
+  return Status::Ok();
+}
+
+void Frontend::Impl::KeepLocked(const Pending& p, uint64_t request_id, const float* row,
+                                int64_t h, uint32_t attempts) {
+  if (p.key.empty() || options.kept_results_ttl_ms <= 0 || options.kept_results_max == 0) return;
+  Kept k;
+  k.embedding.assign(row, row + h);
+  k.fingerprint = p.fingerprint;
+  k.request_id = request_id;
+  k.num_tokens = static_cast<int32_t>(p.ids.size());
+  k.attempts = attempts;
+  k.recovered = p.recovered;
+  k.expires_unix_ms = ex::UnixMillis() + options.kept_results_ttl_ms;
+  kept_order.emplace_back(k.expires_unix_ms, p.key);
+  kept[p.key] = std::move(k);
+  while (kept.size() > options.kept_results_max && !kept_order.empty()) {
+    // The oldest first (an entry refreshed since has a later expiry and stays).
+    auto [t, key] = kept_order.front();
+    kept_order.pop_front();
+    auto it = kept.find(key);
+    if (it != kept.end() && it->second.expires_unix_ms == t) kept.erase(it);
+  }
 }
 
 void Frontend::Impl::BatchLoop(std::stop_token st) {
@@ -442,20 +713,38 @@ void Frontend::Impl::DeadlineLoop(std::stop_token st) {
         deadline_cv.wait_for(lock, std::chrono::milliseconds(wait_ms));
       }
       const int64_t t = ex::UnixMillis();
+      pb::AdmissionRecord finished;
       while (!deadlines.empty() && deadlines.begin()->first <= t) {
         const uint64_t id = deadlines.begin()->second;
         deadlines.erase(deadlines.begin());
         auto it = pending.find(id);
         if (it == pending.end()) continue;
+        if (it->second.deadline_unix_ms > t) continue;  // extended by a retry (its own entry)
         const bool in_pipeline = it->second.is_dispatched;
-        done.emplace_back(it->second.reactor,
-                          grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED,
-                                       in_pipeline ? "deadline exceeded while in the pipeline"
-                                                   : "deadline exceeded while queued for a batch"));
+        for (const Waiter& w : it->second.waiters) {
+          done.emplace_back(w.reactor,
+                            grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED,
+                                         in_pipeline ? "deadline exceeded while in the pipeline"
+                                                     : "deadline exceeded while queued for a batch"));
+          Count(grpc::StatusCode::DEADLINE_EXCEEDED);
+        }
+        if (!it->second.key.empty()) {
+          by_key.erase(it->second.key);
+          finished.add_done(it->second.key);
+        }
         pending.erase(it);
         ++deadline_exceeded;
-        Count(grpc::StatusCode::DEADLINE_EXCEEDED);
         pending_gauge.Set(static_cast<double>(pending.size()));
+      }
+      if (finished.done_size() > 0) {
+        if (Status st = AppendLocked(finished); !st.ok()) {
+          ARCHI_LOG_WARN("frontend: admission log: {}", st.ToString());
+        }
+      }
+      while (!kept_order.empty() && kept_order.front().first <= t) {
+        auto k = kept.find(kept_order.front().second);
+        if (k != kept.end() && k->second.expires_unix_ms <= t) kept.erase(k);
+        kept_order.pop_front();
       }
     }
     FinishAll(done);
@@ -476,8 +765,10 @@ void Frontend::Impl::OnResult(ex::Batch&& batch, ex::Origin origin) {
     const int64_t h = shape[1];
     std::lock_guard lock(mu);
     const auto now = Clock::now();
+    pb::AdmissionRecord finished;
     for (size_t i = 0; i < batch.request_ids.size(); ++i) {
-      auto it = pending.find(batch.request_ids[i]);
+      const uint64_t id = batch.request_ids[i];
+      auto it = pending.find(id);
       if (it == pending.end()) {
         ++duplicates;  // answered already (an earlier copy, or its deadline)
         duplicates_counter.Increment();
@@ -485,19 +776,37 @@ void Frontend::Impl::OnResult(ex::Batch&& batch, ex::Origin origin) {
       }
       Pending& p = it->second;
       const float* row = batch.payload.data_as<float>() + static_cast<int64_t>(i) * h;
-      p.response->mutable_embedding()->Assign(row, row + h);
-      p.response->set_attempts(batch.attempt);
-      p.response->set_queue_ms(
-          std::chrono::duration<double, std::milli>(p.dispatched - p.admitted).count());
-      p.response->set_total_ms(std::chrono::duration<double, std::milli>(now - p.admitted).count());
-      done.emplace_back(p.reactor, grpc::Status::OK);
+      for (const Waiter& w : p.waiters) {
+        pb::EmbedResponse* r = w.response;
+        r->mutable_embedding()->Assign(row, row + h);
+        r->set_request_id(id);
+        r->set_client_tag(p.client_tag);
+        r->set_num_tokens(static_cast<int32_t>(p.ids.size()));
+        r->set_attempts(batch.attempt);
+        r->set_queue_ms(
+            std::chrono::duration<double, std::milli>(p.dispatched - p.admitted).count());
+        r->set_total_ms(std::chrono::duration<double, std::milli>(now - p.admitted).count());
+        r->set_replayed(w.replayed);
+        r->set_recovered(p.recovered);
+        done.emplace_back(w.reactor, grpc::Status::OK);
+        Count(grpc::StatusCode::OK);
+      }
       latency_seconds.Observe(std::chrono::duration<double>(now - p.admitted).count());
       recent.emplace_back(ex::UnixMillis(),
                           std::chrono::duration<double, std::milli>(now - p.admitted).count());
       if (recent.size() > 100'000) recent.pop_front();
-      Count(grpc::StatusCode::OK);
+      if (!p.key.empty()) {
+        KeepLocked(p, id, row, h, batch.attempt);
+        by_key.erase(p.key);
+        finished.add_done(p.key);
+      }
       pending.erase(it);
       ++completed;
+    }
+    if (finished.done_size() > 0) {
+      if (Status st = AppendLocked(finished); !st.ok()) {
+        ARCHI_LOG_WARN("frontend: admission log: {}", st.ToString());
+      }
     }
     pending_gauge.Set(static_cast<double>(pending.size()));
   }
@@ -562,6 +871,11 @@ grpc::Status Frontend::Impl::GetStatus(pb::StatusResponse* resp) {
   resp->set_duplicates_dropped(duplicates);
   resp->set_resent_batches(ns.batches_resent + resent_by_workers);
   resp->set_pending(pending.size());
+  resp->set_recovered(recovered);
+  resp->set_retries_attached(retries_attached);
+  resp->set_retries_kept(retries_kept);
+  resp->set_kept_results(kept.size());
+  resp->set_executions(executions);
   return grpc::Status::OK;
 }
 
@@ -608,12 +922,17 @@ void Frontend::Impl::Shutdown() {
     std::lock_guard lock(mu);
     if (stopping) return;
     stopping = true;
+    // Keyed requests stay open in the admission log: a frontend started on the same state dir
+    // re-dispatches them.
     for (auto& [id, p] : pending) {
-      Count(grpc::StatusCode::UNAVAILABLE);
-      done.emplace_back(p.reactor,
-                        grpc::Status(grpc::StatusCode::UNAVAILABLE, "frontend is shutting down"));
+      for (const Waiter& w : p.waiters) {
+        Count(grpc::StatusCode::UNAVAILABLE);
+        done.emplace_back(w.reactor,
+                          grpc::Status(grpc::StatusCode::UNAVAILABLE, "frontend is shutting down"));
+      }
     }
     pending.clear();
+    by_key.clear();
     queue.clear();
     deadlines.clear();
   }
@@ -624,6 +943,10 @@ void Frontend::Impl::Shutdown() {
   deadline_cv.notify_all();
   if (batcher.joinable()) batcher.join();
   if (deadline_thread.joinable()) deadline_thread.join();
+  sync_thread.request_stop();
+  sync_cv.notify_all();
+  if (sync_thread.joinable()) sync_thread.join();
+  if (admission_log) (admission_log->Sync()).IgnoreError();
   if (coord) coord->Shutdown();  // ends the worker sessions, so the server need not wait for them
   if (server) server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
   if (node) node->Stop();

@@ -9,7 +9,16 @@
 //
 // Input errors (INVALID_ARGUMENT, with the reason): no input, empty text or id list, text over
 // 64 KiB, more ids than the plan's max_tokens, ids outside the vocabulary, text for a model without
-// tokenizer, unknown model name. A full admission queue gives RESOURCE_EXHAUSTED.
+// tokenizer, unknown model name, a request_id over 128 bytes or reused with a different input. A
+// full admission queue gives RESOURCE_EXHAUSTED.
+//
+// Requests with a request_id (idempotency key): a retry with the same id attaches to the
+// execution still running (one execution, every caller gets its answer) or, within
+// kept_results_ttl_ms of its end, gets the kept result. With state_dir, every keyed request is
+// appended to an admission log (state_dir/admission) before it is dispatched and marked done once
+// answered; a frontend started on the same state_dir re-dispatches the admitted-but-unanswered
+// ones and keeps their results for the clients' retries (docs/coordinator.md, "Durable
+// admission"). Requests without an id are neither logged nor kept.
 #pragma once
 
 #include <memory>
@@ -36,6 +45,15 @@ struct FrontendOptions {
   // certificates signed by it (mutual TLS). Empty: plaintext.
   coordinator::TlsFiles tls;
   coordinator::CoordinatorOptions coordinator_options;
+  // Durable admission of keyed requests (empty: none). Records are write(2)n before the request is
+  // dispatched (a kill -9 loses none); fdatasync runs every admission_sync_ms for all of them (a
+  // machine crash loses at most that window; 0: never).
+  std::string state_dir;
+  int64_t admission_sync_ms = 50;
+  // Results of keyed requests kept for retries: this long after the answer, at most this many
+  // (the oldest go first).
+  int64_t kept_results_ttl_ms = 60'000;
+  size_t kept_results_max = 20'000;
 };
 
 class Frontend {

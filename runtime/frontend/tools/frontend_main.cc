@@ -69,9 +69,24 @@ int main(int argc, char** argv) {
                  "coordinator: how often workers heartbeat")
       ->check(CLI::Range(10, 60'000))
       ->capture_default_str();
-  app.add_option("--state-dir", co.state_dir,
-                 "coordinator: keep its durable state (write-ahead log + snapshot) here; a restart "
-                 "on it resumes every worker (default: none)");
+  std::string state_dir;
+  app.add_option("--state-dir", state_dir,
+                 "durable state: the admission log of requests with a request_id (DIR/admission: "
+                 "a restart on it re-dispatches the unanswered ones) and, with --store, the "
+                 "coordinator's write-ahead log + snapshot (a restart resumes every worker) "
+                 "(default: none)");
+  app.add_option("--admission-sync-ms", o.admission_sync_ms,
+                 "fdatasync the admission log this often (group commit; 0: never)")
+      ->check(CLI::Range(0, 60'000))
+      ->capture_default_str();
+  app.add_option("--kept-results-ttl-ms", o.kept_results_ttl_ms,
+                 "keep the result of a request with a request_id this long for its retries")
+      ->check(CLI::Range(0, 86'400'000))
+      ->capture_default_str();
+  app.add_option("--kept-results", o.kept_results_max,
+                 "keep at most this many results for retries (the oldest go first)")
+      ->check(CLI::Range(0, 10'000'000))
+      ->capture_default_str();
   app.add_option("--tls-cert", o.tls.cert,
                  "serve TLS on --listen with this certificate (PEM; needs --tls-key)")
       ->check(CLI::ExistingFile);
@@ -81,6 +96,12 @@ int main(int argc, char** argv) {
       ->check(CLI::ExistingFile);
   CLI11_PARSE(app, argc, argv);
   o.coordinator = !no_coordinator;
+  o.state_dir = state_dir;
+  // The coordinator's state names the rendezvous store of every assignment: worth keeping only
+  // when that store outlives this process. The embedded store dies with it, so a restart lets the
+  // workers register afresh instead (their resumed assignments would point at a store that is
+  // gone).
+  if (!o.store_address.empty()) co.state_dir = state_dir;
   co.token = archi::coordinator::TokenFromFlagOrEnv(token);
 
   sigset_t signals;
