@@ -13,6 +13,10 @@ namespace {
 
 std::string KindName(const std::string& k) { return k.empty() ? "default" : k; }
 
+// Shares below this are rounding residue of proportional splits (CombinedPlan's take()), not
+// routing: without the cut a 1e-17 share appearing and vanishing re-emitted the groups.
+constexpr double kNegligible = 1e-9;
+
 // Copies the values under "<prefix>/" from `in` to `out`.
 void KeepValues(const PolicyMemory& in, std::string_view prefix, PolicyMemory* out) {
   const std::string p = std::string(prefix) + "/";
@@ -46,7 +50,7 @@ bool WeightsChanged(const std::vector<KindWeight>& w, double mode, const std::st
   for (const auto& [k, _] : last) kinds.insert(k);
   for (const std::string& k : kinds) {
     const double a = now.contains(k) ? now[k] : 0.0, b = last.contains(k) ? last[k] : 0.0;
-    if ((a > 0) != (b > 0) || std::abs(a - b) > tol) changed = true;
+    if ((a > kNegligible) != (b > kNegligible) || std::abs(a - b) > tol) changed = true;
   }
   if (!changed) return false;
   EraseValues(key, m);
@@ -204,7 +208,7 @@ std::vector<KindWeight> WeightsOf(const std::vector<DeploymentUnit>& units,
   std::vector<KindWeight> w;
   double sum = 0;
   for (size_t i = 0; i < units.size() && i < d.routes.size(); ++i) {
-    if (d.routes[i].weight > 0) {
+    if (d.routes[i].weight > kNegligible) {
       w.push_back({units[i].name, d.routes[i].weight});
       sum += d.routes[i].weight;
     }
@@ -405,10 +409,13 @@ Plan CombinedPolicy::Decide(const ClusterState& state, const ClusterMetrics& met
     double sum = 0;
     for (size_t i = 0; i < d.units.size(); ++i) sum += d.groups[j].load_rps[i];
     for (size_t i = 0; i < d.units.size(); ++i) {
-      if (sum > 0 && d.groups[j].load_rps[i] > 0) {
-        w.push_back({d.units[i].name, d.groups[j].load_rps[i] / sum});
+      if (sum > 0 && d.groups[j].load_rps[i] > kNegligible * sum) {
+        w.push_back({d.units[i].name, d.groups[j].load_rps[i]});
       }
     }
+    double kept = 0;
+    for (const KindWeight& k : w) kept += k.weight;
+    for (KindWeight& k : w) k.weight /= kept;
     groups[j].route = std::move(w);
     routes_changed |= WeightsChanged(groups[j].route, 0, name + "/gw" + std::to_string(j),
                                      ro.min_weight_change, &plan.memory);
