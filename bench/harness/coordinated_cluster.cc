@@ -49,6 +49,12 @@ class CoordinatedCluster::Client {
 };
 
 CoordinatedCluster::CoordinatedCluster(CoordinatedClusterOptions o) : o_(std::move(o)) {}
+
+void CoordinatedCluster::UseCoordinatorAddress(const std::string& address) {
+  std::lock_guard lock(mu_);
+  coordinator_address_ = address;
+  client_ = std::make_unique<Client>(address, o_.token);
+}
 CoordinatedCluster::~CoordinatedCluster() { Stop(Millis(2'000)); }
 
 Result<std::unique_ptr<CoordinatedCluster>> CoordinatedCluster::Start(
@@ -226,7 +232,9 @@ Status CoordinatedCluster::RestartCoordinator(Deadline deadline) {
 Result<std::string> CoordinatedCluster::SpawnLocked(const WorkerLaunch& launch) {
   if (stopped_) return FailedPreconditionError("cluster stopped");
   const std::string id = "w" + std::to_string(next_++);
-  std::vector<std::string> args = {"--coordinator", coordinator_address_, "--id", id,
+  std::string coordinators = coordinator_address_;
+  for (const auto& a : o_.more_coordinator_addresses) coordinators += "," + a;
+  std::vector<std::string> args = {"--coordinator", coordinators, "--id", id,
                                    "--status-file", o_.work_dir + "/" + id + ".status",
                                    "--threads", std::to_string(o_.worker_threads)};
   if (!o_.token.empty()) args.insert(args.end(), {"--token", o_.token});

@@ -53,6 +53,9 @@ struct CoordinatedClusterOptions {
   bool standalone_coordinator = false;
   std::string coordinator_bin;  // empty: next to the frontend's build dir
   std::vector<std::string> extra_coordinator_args;  // e.g. {"--state-dir", DIR}
+  // More coordinators of the same pipeline (standbys of a highly-available pair started by the
+  // caller, archi-coordinator --state-etcd): workers get --coordinator <coordinator>,<these>.
+  std::vector<std::string> more_coordinator_addresses;
 };
 
 // How one worker process is started beyond the cluster's options: a command prefix (e.g.
@@ -89,6 +92,9 @@ class CoordinatedCluster {
   // same arguments on the same gRPC and store addresses, and waits for its ready file.
   Status RestartCoordinator(Deadline deadline);
   Status Kill(const std::string& id, int sig);  // "frontend", "coordinator" name those
+  // Admin calls (GetStatus, WaitFor, Scale, ...) go to `address` from now on (the standby that
+  // took over). Not thread-safe with those calls: switch while no other call runs.
+  void UseCoordinatorAddress(const std::string& address);
   Process* process(const std::string& id);
   std::vector<std::string> worker_ids() const;
 

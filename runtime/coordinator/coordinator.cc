@@ -1171,6 +1171,8 @@ struct Coordinator::Impl {
     return grpc::Status::OK;
   }
   std::string StateWhere() const { return wal ? wal->Describe() : options.state_dir; }
+  // The state log refused us for good (etcd: another coordinator leads). No I/O.
+  bool Fenced() const { return wal && !wal->Writable().ok(); }
   grpc::Status GetStatus(pb::CoordinatorStatusResponse* resp);
   grpc::Status Scale(const pb::ScaleRequest& req, pb::ScaleResponse* resp);
   grpc::Status Drain(const pb::DrainWorkerRequest& req, pb::DrainWorkerResponse* resp);
@@ -1258,6 +1260,10 @@ void Coordinator::Impl::OnMessage(const std::shared_ptr<SessionState>& session,
                                   std::string* bound_id, uint64_t* bound_epoch,
                                   const pb::WorkerMessage& m, grpc::Status* end) {
   std::lock_guard lock(mu);
+  if (Fenced()) {  // another coordinator leads (etcd): the worker moves there
+    *end = Grpc(grpc::StatusCode::UNAVAILABLE, "coordinator stepped down: not the leader");
+    return;
+  }
   auto it = live.find(m.worker_id());
   if (it == live.end() || it->second.epoch != m.epoch()) {
     *end = Grpc(grpc::StatusCode::FAILED_PRECONDITION,
@@ -1374,7 +1380,7 @@ void Coordinator::Impl::OnMessage(const std::shared_ptr<SessionState>& session,
 void Coordinator::Impl::OnSessionEnd(const std::shared_ptr<SessionState>& session,
                                      const std::string& id, uint64_t epoch) {
   std::lock_guard lock(mu);
-  if (stopping || id.empty()) return;
+  if (stopping || id.empty() || Fenced()) return;  // a fenced coordinator decides nothing
   auto it = live.find(id);
   if (it == live.end() || it->second.epoch != epoch || it->second.session != session) return;
   DeclareDead(id, "session broken (connection closed)");

@@ -16,6 +16,8 @@
 #include <chrono>
 #include <cstdio>
 #include <ctime>
+#include <string>
+#include <vector>
 
 #include "proto/coordinator.grpc.pb.h"
 #include "runtime/coordinator/auth.h"
@@ -55,7 +57,10 @@ int main(int argc, char** argv) {
   bool json = false;
   int64_t deadline_ms = 5000;
   CLI::App app{"archi: admin client of an Archipelago coordinator"};
-  app.add_option("--coordinator", address, "coordinator gRPC address (the frontend's by default)")
+  app.add_option("--coordinator", address,
+                 "coordinator gRPC address (the frontend's by default); A,B,...: every "
+                 "coordinator of a highly-available pair (--state-etcd), the one that serves "
+                 "(not a standby) is used")
       ->capture_default_str();
   app.add_option("--token", token, "shared token (default: $ARCHI_TOKEN)");
   app.add_flag("--json", json, "print the response as JSON");
@@ -95,6 +100,42 @@ int main(int argc, char** argv) {
   if (!creds.ok()) {
     std::fprintf(stderr, "archi: %s\n", creds.status().ToString().c_str());
     return 2;
+  }
+  // Several addresses: the first that is not unavailable (a standby answers UNAVAILABLE naming
+  // the leader) within its share of the deadline.
+  if (address.find(',') != std::string::npos) {
+    std::vector<std::string> all;
+    for (size_t b = 0; b <= address.size();) {
+      size_t e = address.find(',', b);
+      if (e == std::string::npos) e = address.size();
+      if (e > b) all.push_back(address.substr(b, e - b));
+      b = e + 1;
+    }
+    std::string why;
+    std::string chosen;
+    for (const auto& a : all) {
+      auto probe = pb::CoordinatorAdmin::NewStub(grpc::CreateChannel(a, *creds));
+      grpc::ClientContext pc;
+      pc.set_deadline(std::chrono::system_clock::now() +
+                      std::chrono::milliseconds(std::max<int64_t>(
+                          100, deadline_ms / static_cast<int64_t>(all.size()))));
+      archi::coordinator::AddToken(pc, token);
+      pb::EventsRequest q;
+      q.set_limit(1);
+      pb::EventsResponse r;
+      grpc::Status ps = probe->Events(&pc, q, &r);
+      if (ps.error_code() != grpc::StatusCode::UNAVAILABLE &&
+          ps.error_code() != grpc::StatusCode::DEADLINE_EXCEEDED) {
+        chosen = a;
+        break;
+      }
+      why += "\n  " + a + ": " + ps.error_message();
+    }
+    if (chosen.empty()) {
+      std::fprintf(stderr, "archi: no coordinator of %s serves:%s\n", address.c_str(), why.c_str());
+      return 1;
+    }
+    address = chosen;
   }
   auto stub = pb::CoordinatorAdmin::NewStub(grpc::CreateChannel(address, *creds));
   grpc::ClientContext ctx;
