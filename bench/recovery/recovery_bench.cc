@@ -134,6 +134,8 @@ struct FaultResult {
   double pre_median = 0, dip_min = 0;    // per-second throughput of 500 ms bins
   double end_median = 0;                 // the last 2 s of the load
   std::string timeline;                  // frontend: the new coordinator's events
+  int64_t retried = 0, recovered = 0;    // frontend: requests resent by the client; answered
+                                         // from an execution the new frontend recovered
   int64_t sent = 0, ok = 0, lost = 0, failed = 0;
   std::string codes;
   double p99_before = 0, p99_during = 0;
@@ -259,6 +261,10 @@ Result<FaultResult> RecoveryBench::Run(const std::string& fault) {
   co.env = {{"ARCHI_LOG_LEVEL", o_.log_level}};
   co.extra_frontend_args = {"--heartbeat-timeout-ms", std::to_string(o_.heartbeat_timeout_ms),
                             "--heartbeat-interval-ms", std::to_string(o_.heartbeat_interval_ms)};
+  if (fault == "frontend" && !o_.frontend_no_ids) {
+    // The admission log: the restarted frontend re-dispatches what the killed one held.
+    co.extra_frontend_args.insert(co.extra_frontend_args.end(), {"--state-dir", dir + "/state"});
+  }
   if (o_.extra_compute_ms > 0) {
     co.extra_worker_args = {"--extra-compute-ms", std::to_string(o_.extra_compute_ms)};
   }
@@ -313,6 +319,15 @@ Result<FaultResult> RecoveryBench::Run(const std::string& fault) {
     l.poisson = false;
     l.max_reconnect_backoff_ms = 250;
     r.load = Fmt("open %.0f/s", l.rate_per_s);
+    if (!o_.frontend_no_ids) {
+      // Idempotent retries: the same request id on every attempt, backoff 50..500 ms, within
+      // the request's 20 s deadline.
+      l.request_id_prefix = "rec-";
+      l.max_attempts = 1000;
+      l.retry_backoff_ms = 50;
+      l.max_retry_backoff_ms = 500;
+      r.load += ", ids + retries";
+    }
   } else {
     r.load = Fmt("closed %d", o_.concurrency);
   }
@@ -443,6 +458,8 @@ Result<FaultResult> RecoveryBench::Run(const std::string& fault) {
     }
   }
   Analyse(rep, o_.duration_s * 1000, &r);
+  r.retried = rep.summary.retried;
+  r.recovered = rep.summary.recovered;
   if (fault == "frontend") {
     for (const auto& q : rep.records) {
       if (q.code == 0 && q.send_ms > r.fault_ms) {
@@ -609,8 +626,11 @@ int RunRecovery(RecoveryOptions o) {
     notes += "- " + r.fault + ": " + r.description;
     if (r.fault == "frontend") {
       notes += Fmt("; the first request sent after the kill answered OK %s ms after it; every "
-                   "stage re-assigned by the new coordinator %s ms after it",
-                   Ms(r.serve_again_ms).c_str(), Ms(r.reassigned_ms).c_str());
+                   "stage re-assigned by the new coordinator %s ms after it; %lld request(s) "
+                   "retried by their clients, %lld answered from executions the new frontend "
+                   "recovered from its admission log",
+                   Ms(r.serve_again_ms).c_str(), Ms(r.reassigned_ms).c_str(),
+                   static_cast<long long>(r.retried), static_cast<long long>(r.recovered));
       if (!r.timeline.empty()) notes += "; the new coordinator's events (after the kill): " + r.timeline;
     }
     if (r.ready_ms >= 0) notes += Fmt("; replacement ready %s ms after the fault", Ms(r.ready_ms).c_str());

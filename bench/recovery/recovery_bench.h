@@ -10,9 +10,12 @@
 //   stop       SIGSTOP of a stage-1 replica, SIGCONT `stop_s` later (missed heartbeats)
 //   frontend   kill -9 of the frontend, which embeds the coordinator and the store; a new one is
 //              started at once on the same address and the workers reconnect. Requests in flight
-//              at the frontend are lost to their clients by construction. Open-loop load (a fixed
-//              rate: a closed loop would spin on the immediate UNAVAILABLE answers); the clients
-//              reconnect with a short backoff.
+//              at the frontend survive: it runs with --state-dir (admission log) and the clients
+//              send request ids and retry UNAVAILABLE with the same id (backoff 50..500 ms, within
+//              the 20 s deadline); the new frontend re-dispatches them and answers the retries
+//              (--frontend-no-ids: neither, the old behaviour). Open-loop load (a fixed rate: a
+//              closed loop would spin on the immediate UNAVAILABLE answers); the clients reconnect
+//              with a short backoff.
 //   partition  a stage-1 replica inside a network namespace (veth pair; bench/harness/netns.h)
 //              loses its link (missed heartbeats); healed after the load
 //   slow       the same replica's link gets tc netem delay (or, where the kernel has no netem, a
@@ -58,6 +61,8 @@ struct RecoveryOptions {
   int delay_ms = 50;                // slow: netem delay each way
   std::string slow_rate = "20mbit";  // slow without netem: tbf rate each way
   double frontend_rate = 0.5;       // frontend: open-loop rate as a fraction of the warm-up's
+  // frontend: no request ids, no retries, no --state-dir (the behaviour before durable admission)
+  bool frontend_no_ids = false;
   std::string frontend_bin, worker_bin;
   std::string log_level = "warn";
   bool keep_logs = false;

@@ -62,6 +62,9 @@ std::function<std::optional<int>(const std::vector<std::string>&)> AddRecoveryCo
                  "frontend: open-loop rate as a fraction of the warm-up throughput")
       ->capture_default_str()
       ->check(CLI::Range(0.05, 2.0));
+  rc->add_flag("--frontend-no-ids", rec->frontend_no_ids,
+              "frontend: no request ids, retries or --state-dir (the behaviour before durable "
+              "admission: requests held by the killed frontend fail UNAVAILABLE)");
   rc->add_option("--frontend-bin", rec->frontend_bin, "archi-frontend binary");
   rc->add_option("--worker-bin", rec->worker_bin, "archi-worker binary");
   rc->add_option("--log-level", rec->log_level, "ARCHI_LOG_LEVEL of the spawned processes")
