@@ -40,7 +40,7 @@ using std::chrono::microseconds;
 constexpr bool kShmDefaultOn = true;
 
 constexpr uint64_t kSegMagic = 0x31484d5349484352ull;  // "RCHISMH1"
-constexpr uint32_t kSegVersion = 2;
+constexpr uint32_t kSegVersion = 3;  // 3: per-record ready stamps, 64-byte records, no head word
 constexpr uint64_t kRingBytes = 2ull << 20;    // per direction
 constexpr uint64_t kEagerMax = 64ull << 10;    // inline payloads up to this size
 constexpr uint64_t kChunkBytes = 256ull << 10;  // streamed chunks (no CMA)
@@ -49,6 +49,7 @@ constexpr int kMaxRecordsPerStep = 256;
 constexpr microseconds kWaitSpin{200};  // Work::Wait drives progress this long before sleeping
 constexpr microseconds kBgSpin{20};     // the progress thread spins this long after work
 constexpr int kSpinBeforeYield = 256;   // idle polls (~10 us) before a Wait starts to yield
+constexpr uint64_t kRecAlign = 64;      // records start on a cache line (a 16-byte message: one line)
 constexpr uint64_t kCmaProbeMagic = 0x45424f5250414d43ull;  // "CMAPROBE"
 alignas(8) const volatile uint64_t g_cma_probe = kCmaProbeMagic;
 
@@ -56,8 +57,14 @@ enum RecKind : uint32_t { kEager = 1, kRts = 2, kCts = 3, kChunk = 4, kAck = 5, 
 constexpr uint8_t kAckOk = 0;
 constexpr uint8_t kAckMismatch = 1;
 
-// One record in a ring: this header, then `len` payload bytes, padded to 8 bytes.
+// One record in a ring: this header, then `len` payload bytes, padded to kRecAlign bytes.
+// `stamp` is the record's ready flag: the producer writes everything else, then stores
+// stamp = (its position in the producer's byte stream) + 1 with release; the consumer polls the
+// stamp at its own position (no separate head word: a small message is one cache line moving).
+// A stale value (an older lap, payload bytes of an older record, the zero the producer writes
+// just past every record it publishes) never equals the position the consumer expects.
 struct Rec {
+  uint64_t stamp = 0;
   uint32_t kind = 0;
   uint32_t len = 0;
   uint8_t dtype = 0;
@@ -69,28 +76,30 @@ struct Rec {
   uint64_t nbytes = 0;  // message bytes (EAGER/RTS/ACK)
   uint64_t aux = 0;     // RTS: sender address; CHUNK: offset; ACK: receiver's bytes
 };
-static_assert(sizeof(Rec) == 40);
+static_assert(sizeof(Rec) == 48);
+constexpr size_t kRecBody = sizeof(Rec) - sizeof(uint64_t);  // the bytes after the stamp
 
-constexpr uint64_t Align8(uint64_t n) { return (n + 7) & ~uint64_t{7}; }
+constexpr uint64_t AlignRec(uint64_t n) { return (n + kRecAlign - 1) & ~(kRecAlign - 1); }
 
-// Per side of a segment: written by the other side to wake this one. Two cache lines: the first
-// changes rarely (the peer reads `closed` on every progress step and `sleeping` on every record it
-// writes), the second on every Work::Wait (read by the peer only while `sleeping` is set), so a
-// ping-pong does not bounce the first line between the cores.
+inline std::atomic_ref<uint64_t> StampAt(char* ring, uint64_t pos) {
+  return std::atomic_ref<uint64_t>(*reinterpret_cast<uint64_t*>(ring + pos));
+}
+
+// Per side of a segment: what the other side needs to wake this one. One cache line, written
+// rarely (`sleeping` changes only when the progress thread enters or leaves its long sleep), so
+// the producer's check on every record it writes reads a line that stays in its cache.
 struct alignas(64) SideCtl {
   std::atomic<uint32_t> doorbell{0};  // futex word
-  std::atomic<uint32_t> sleeping{0};  // the progress thread is (about to be) in FUTEX_WAIT
+  // The progress thread is (about to be) in its long FUTEX_WAIT and nobody on this side polls:
+  // a producer must ring the doorbell. Clear while a Work::Wait polls or its lease runs.
+  std::atomic<uint32_t> sleeping{0};
   std::atomic<uint32_t> closed{0};    // this side broke or was destroyed (like a closed socket)
   int32_t pid = 0;
-  alignas(64) std::atomic<uint32_t> polling{0};  // Work::Wait callers driving progress right now
-  // Steady-clock ns until which a thread that just finished a Work::Wait is expected to poll
-  // again soon (ping-pong): the peer does not wake the progress thread before then.
-  std::atomic<int64_t> linger_until_ns{0};
 };
 
 struct alignas(64) RingCtl {
-  alignas(64) std::atomic<uint64_t> head{0};  // bytes written (producer)
-  alignas(64) std::atomic<uint64_t> tail{0};  // bytes consumed (consumer)
+  alignas(64) std::atomic<uint64_t> tail{0};  // bytes consumed (consumer); read by the producer
+                                              // only when short of space
 };
 
 struct SegHeader {
@@ -103,7 +112,7 @@ struct SegHeader {
 };
 static_assert(std::atomic<uint32_t>::is_always_lock_free && std::atomic<uint64_t>::is_always_lock_free);
 
-constexpr uint64_t kDataOffset = Align8(sizeof(SegHeader) + 63) & ~uint64_t{63};
+constexpr uint64_t kDataOffset = AlignRec(sizeof(SegHeader));
 constexpr uint64_t kSegBytes = kDataOffset + 2 * kRingBytes;
 
 void FutexWait(std::atomic<uint32_t>* word, uint32_t expected, microseconds timeout) {
@@ -126,32 +135,26 @@ inline void CpuRelax() {
 #endif
 }
 
-int64_t MonoNs() {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch())
-      .count();
-}
+// The lease: while a Work::Wait polls, or one completed within the progress thread's last
+// kLeaseSleep, the thread sleeps with SideCtl::sleeping clear and this timeout (the peer writes
+// records without ringing; a record nobody polls for waits at most ~2 x kLeaseSleep). When a
+// sleep passes without a Wait, the thread sets `sleeping` and sleeps until the doorbell rings.
+constexpr microseconds kLeaseSleep{200};
 
-// A waiter lingers this long after its Wait returned (see SideCtl::linger_until_ns); a record
-// that arrives then and is not picked up by a new Wait waits at most kLingerSleep for the
-// progress thread.
-constexpr microseconds kLinger{30};
-constexpr microseconds kLingerSleep{200};
-
-// Rings the doorbell of `side` if its progress thread sleeps and nobody polls for it.
+// Rings the doorbell of the peer's `side` if its progress thread is in its long sleep. Reads one
+// word of a line the peer writes only when its thread goes to or leaves that sleep.
 void Notify(SideCtl* side) {
   std::atomic_thread_fence(std::memory_order_seq_cst);
-  if (side->sleeping.load(std::memory_order_seq_cst) != 0 &&
-      side->polling.load(std::memory_order_seq_cst) == 0 &&
-      MonoNs() >= side->linger_until_ns.load(std::memory_order_relaxed)) {
+  if (side->sleeping.load(std::memory_order_seq_cst) != 0) {
     side->doorbell.fetch_add(1, std::memory_order_seq_cst);
     FutexWakeAll(&side->doorbell);
   }
 }
 
-// Always rings (for local events: a posted op, a queued record, Break, stop).
+// Always rings (Break: the peer must see `closed`; stop).
 void Kick(SideCtl* side) {
   side->doorbell.fetch_add(1, std::memory_order_seq_cst);
-  if (side->sleeping.load(std::memory_order_seq_cst) != 0) FutexWakeAll(&side->doorbell);
+  FutexWakeAll(&side->doorbell);
 }
 
 std::string ReadFirstLine(const char* path) {
@@ -328,15 +331,27 @@ struct Channel {
   // outq, stream_sends or pulls may be non-empty (set under mu_ on every push, cleared under mu_
   // by a progress step that found all three empty): lets an idle step skip the lock.
   std::atomic<bool> backlog{false};
-  // The progress thread sleeps with its long timeout (nobody polled when it went to sleep). A
-  // Wait that ends while this is set kicks it, so that records arriving during the Wait's linger
-  // (which do not ring the doorbell) are picked up within kLingerSleep, not the long timeout.
-  std::atomic<bool> long_sleep{false};
+  // Process-local (the peer never reads these: a Wait costs no cache line moving to the peer).
+  std::atomic<uint32_t> polling{0};         // Work::Wait callers driving progress right now
+  std::atomic<uint64_t> waits{0};           // Waits that completed their op by polling (kLeaseSleep)
+  std::atomic<bool> in_futex{false};        // the progress thread is (about to be) in FUTEX_WAIT
   std::unordered_map<uint32_t, std::deque<OpPtr>> posted;
   std::unordered_map<uint32_t, std::deque<Unexpected>> unexpected;
   std::vector<std::vector<char>> spare_payloads;  // buffers of matched unexpected EAGERs, reused
   std::jthread thread;
 };
+
+// Wakes this side's progress thread for a local event (a queued record, a pull to do).
+void KickLocal(Channel& c) {
+  c.me->doorbell.fetch_add(1, std::memory_order_seq_cst);
+  if (c.in_futex.load(std::memory_order_seq_cst)) FutexWakeAll(&c.me->doorbell);
+}
+
+// Whether the record at the consumer's published position is ready (any thread, no lock).
+bool InReady(const Channel& c) {
+  const uint64_t t = c.in->tail.load(std::memory_order_acquire);
+  return StampAt(c.in_data, t % kRingBytes).load(std::memory_order_acquire) == t + 1;
+}
 
 bool AnyPosted(const Channel& c) {
   for (const auto& [tag, q] : c.posted) {
@@ -379,10 +394,12 @@ class ShmTransport : public std::enable_shared_from_this<ShmTransport> {
   }
   void Shutdown();
   // Drives `peer`'s progress until `work` completes or `until` passes.
-  void Spin(int peer, const ShmWork& work, Clock::time_point until);
+  void Spin(int peer, const ShmWork& work, Deadline deadline);
 
  private:
-  Status Step(Channel& c, bool* worked, Completions* done);
+  // One pass over the channel. `for_wait`: stop reading records after one that completed an op
+  // (the Wait returns at once instead of first polling the next record's line).
+  Status Step(Channel& c, bool* worked, Completions* done, bool for_wait = false);
   bool TryWriteLocked(Channel& c, const Rec& r, const void* payload);
   void QueueLocked(Channel& c, const Rec& r, const void* payload, bool* peer_dirty,
                    bool* local_dirty);
@@ -418,10 +435,7 @@ class ShmTransport : public std::enable_shared_from_this<ShmTransport> {
 
 Status ShmWork::Wait(Deadline deadline) {
   if (!IsCompleted()) {
-    if (auto t = transport_.lock()) {
-      const auto until = std::min(Clock::now() + kWaitSpin, deadline.time_point());
-      t->Spin(peer, *this, until);
-    }
+    if (auto t = transport_.lock()) t->Spin(peer, *this, deadline);
   }
   if (!IsCompleted()) {
     std::unique_lock lock(mu_);
@@ -599,31 +613,35 @@ void ShmTransport::Start(std::function<void(const Status&)> break_hook) {
 // ---- rings --------------------------------------------------------------------------------------
 
 bool ShmTransport::TryWriteLocked(Channel& c, const Rec& r, const void* payload) {
-  const uint64_t need = Align8(sizeof(Rec) + r.len);
+  const uint64_t need = AlignRec(sizeof(Rec) + r.len);
   uint64_t head = c.out_head;
   const uint64_t pos = head % kRingBytes;
   const uint64_t rem = kRingBytes - pos;
-  const uint64_t required = rem < need ? rem + need : need;
+  // + one line: the stamp just past the record is zeroed (it must not be in use by the consumer).
+  const uint64_t required = (rem < need ? rem + need : need) + kRecAlign;
   // The consumer's tail lives on a line it writes after every record: read it only when the last
   // value seen leaves too little space (saves a cache-line transfer per message).
   if (kRingBytes - (head - c.out_tail_seen) < required) {
     c.out_tail_seen = c.out->tail.load(std::memory_order_acquire);
     if (kRingBytes - (head - c.out_tail_seen) < required) return false;
   }
-  if (rem < need) {
-    if (rem >= sizeof(Rec)) {
-      Rec p;
-      p.kind = kPad;
-      std::memcpy(c.out_data + pos, &p, sizeof(p));
-    }
+  if (rem < need) {  // no room before the end: a pad record (rem >= one aligned line) skips it
+    Rec p;
+    p.kind = kPad;
+    std::memcpy(c.out_data + pos + sizeof(uint64_t), reinterpret_cast<const char*>(&p) + 8,
+                kRecBody);
+    StampAt(c.out_data, pos).store(head + 1, std::memory_order_release);
     head += rem;
   }
   char* dst = c.out_data + head % kRingBytes;
-  std::memcpy(dst, &r, sizeof(Rec));
+  std::memcpy(dst + sizeof(uint64_t), reinterpret_cast<const char*>(&r) + 8, kRecBody);
   if (r.len > 0) std::memcpy(dst + sizeof(Rec), payload, r.len);
+  // Clear the next record's stamp before publishing this one: whatever an older lap left there
+  // can then never look ready to the consumer.
+  StampAt(c.out_data, (head + need) % kRingBytes).store(0, std::memory_order_relaxed);
+  StampAt(c.out_data, head % kRingBytes).store(head + 1, std::memory_order_release);
   head += need;
   c.out_head = head;
-  c.out->head.store(head, std::memory_order_release);
   return true;
 }
 
@@ -748,7 +766,7 @@ std::shared_ptr<Work> ShmTransport::Send(const Tensor& t, int dst, uint32_t tag,
     QueueLocked(c, r, payload, &peer_dirty, &local_dirty);
   }
   if (peer_dirty) Notify(c.them);
-  if (local_dirty || c.them->closed.load(std::memory_order_acquire) != 0) Kick(c.me);
+  if (local_dirty || c.them->closed.load(std::memory_order_acquire) != 0) KickLocal(c);
   return op;
 }
 
@@ -785,7 +803,7 @@ std::shared_ptr<Work> ShmTransport::Recv(Tensor& t, int src, uint32_t tag,
   }
   RunCompletions(done);
   if (peer_dirty) Notify(c.them);
-  if (local_dirty || c.them->closed.load(std::memory_order_acquire) != 0) Kick(c.me);
+  if (local_dirty || c.them->closed.load(std::memory_order_acquire) != 0) KickLocal(c);
   return op;
 }
 
@@ -834,32 +852,26 @@ void ShmTransport::MatchLocked(Channel& c, const OpPtr& op, const Rec& r, const 
 
 // ---- progress -----------------------------------------------------------------------------------
 
-Status ShmTransport::Step(Channel& c, bool* worked, Completions* done) {
+Status ShmTransport::Step(Channel& c, bool* worked, Completions* done, bool for_wait) {
   auto who = [&c] {  // built only on an error
     return "peer rank " + std::to_string(c.peer) + " (pid " + std::to_string(c.peer_pid) + "): ";
   };
   bool peer_dirty = false, local_dirty = false, consumed = false;
   // 1. Incoming records.
   for (int n = 0; n < kMaxRecordsPerStep; ++n) {
-    const uint64_t head = c.in->head.load(std::memory_order_acquire);
-    uint64_t tail = c.in_tail;
-    if (tail == head) break;
+    const uint64_t tail = c.in_tail;
     const uint64_t pos = tail % kRingBytes;
     const uint64_t rem = kRingBytes - pos;
-    if (rem < sizeof(Rec)) {
-      c.in_tail = tail + rem;
-      c.in->tail.store(c.in_tail, std::memory_order_release);
-      continue;
-    }
+    if (StampAt(c.in_data, pos).load(std::memory_order_acquire) != tail + 1) break;
     Rec r;
-    std::memcpy(&r, c.in_data + pos, sizeof(Rec));
+    std::memcpy(reinterpret_cast<char*>(&r) + 8, c.in_data + pos + sizeof(uint64_t), kRecBody);
     if (r.kind == kPad) {
       c.in_tail = tail + rem;
       c.in->tail.store(c.in_tail, std::memory_order_release);
       continue;
     }
-    const uint64_t total = Align8(sizeof(Rec) + r.len);
-    if (total > rem || head - tail < total) {
+    const uint64_t total = AlignRec(sizeof(Rec) + r.len);
+    if (total > rem) {
       return AbortedError(who() + "protocol error (corrupt shared-memory record)");
     }
     const char* payload = c.in_data + pos + sizeof(Rec);
@@ -944,12 +956,14 @@ Status ShmTransport::Step(Channel& c, bool* worked, Completions* done) {
     c.in->tail.store(c.in_tail, std::memory_order_release);
     consumed = true;
     *worked = true;
+    if (for_wait && !done->empty()) break;
   }
   if (consumed) Notify(c.them);  // it may wait for ring space
   // The peer broke or went away: like a closed connection, this fails whatever is pending with it
   // (once everything it wrote has been read); an idle channel stays quiet until its next op.
   if (c.them->closed.load(std::memory_order_acquire) != 0 &&
-      c.in->head.load(std::memory_order_acquire) == c.in_tail) {
+      StampAt(c.in_data, c.in_tail % kRingBytes).load(std::memory_order_acquire) !=
+          c.in_tail + 1) {
     std::lock_guard lock(mu_);
     if (broken_) return Status();
     if (!c.wait_sends.empty() || !c.stream_sends.empty() || !c.stream_recvs.empty() ||
@@ -1039,7 +1053,7 @@ Status ShmTransport::Step(Channel& c, bool* worked, Completions* done) {
 }
 
 bool ShmTransport::HasWork(Channel& c) {
-  if (c.in->head.load(std::memory_order_seq_cst) != c.in_tail) return true;
+  if (InReady(c)) return true;
   std::lock_guard lock(mu_);
   if (broken_) return false;
   if (!c.pulls.empty()) return true;
@@ -1052,25 +1066,33 @@ bool ShmTransport::HasWork(Channel& c) {
   return kRingBytes - used >= kRingBytes / 4;
 }
 
-void ShmTransport::Spin(int peer, const ShmWork& work, Clock::time_point until) {
+void ShmTransport::Spin(int peer, const ShmWork& work, Deadline deadline) {
   if (!Has(peer) || broken_flag_.load(std::memory_order_acquire)) return;
   Channel& c = *channels_[peer];
-  c.me->polling.fetch_add(1, std::memory_order_seq_cst);
+  c.polling.fetch_add(1, std::memory_order_seq_cst);
+  // A progress thread in its long sleep makes the peer ring the doorbell for every record: move
+  // it to the short, silent sleep (it sees `polling`). Once per idle period, not per Wait.
+  if (c.me->sleeping.load(std::memory_order_seq_cst) != 0) KickLocal(c);
   thread_local Completions done;  // keeps its capacity across waits
   Status failure;
   int idle = 0;
+  Clock::time_point until = Clock::time_point::max();  // read the clock only once idle
   while (!work.IsCompleted() && !broken_flag_.load(std::memory_order_acquire)) {
     bool worked = false;
-    if (c.prog_mu.try_lock()) {
-      failure = Step(c, &worked, &done);
+    // Peek first (our own tail word and the next record's stamp): an idle poll takes no lock.
+    const bool ready = InReady(c) || c.backlog.load(std::memory_order_acquire) ||
+                       c.them->closed.load(std::memory_order_relaxed) != 0;
+    if (ready) {
+      if (!c.prog_mu.try_lock()) {
+        // The progress thread is copying (it may share our core): let it run instead of
+        // spinning against it for a whole scheduler slice.
+        std::this_thread::yield();
+        continue;
+      }
+      failure = Step(c, &worked, &done, /*for_wait=*/true);
       c.prog_mu.unlock();
       RunCompletions(done);
       if (!failure.ok()) break;
-    } else {
-      // The progress thread is copying (it may share our core): let it run instead of spinning
-      // against it for a whole scheduler slice.
-      std::this_thread::yield();
-      continue;
     }
     if (!worked) {
       // Spin; after ~kSpinBeforeYield idle rounds give the core away now and then (a no-op when
@@ -1078,6 +1100,9 @@ void ShmTransport::Spin(int peer, const ShmWork& work, Clock::time_point until) 
       // runnable on this core, a pure spin would hold the core for a scheduler slice while the
       // peer waits for it. A prompt answer (ping-pong) never pays for the system call.
       if (++idle > kSpinBeforeYield && (idle & 15) == 0) {
+        if (until == Clock::time_point::max()) {
+          until = std::min(Clock::now() + kWaitSpin, deadline.time_point());
+        }
         std::this_thread::yield();
         if ((idle & 63) == 0 && Clock::now() >= until) break;
       } else {
@@ -1085,34 +1110,23 @@ void ShmTransport::Spin(int peer, const ShmWork& work, Clock::time_point until) 
       }
     }
   }
-  c.me->linger_until_ns.store(MonoNs() + std::chrono::nanoseconds(kLinger).count(),
-                              std::memory_order_seq_cst);
-  if (c.long_sleep.load(std::memory_order_seq_cst)) Kick(c.me);
-  c.me->polling.fetch_sub(1, std::memory_order_seq_cst);
+  const bool completed = work.IsCompleted();
+  // The lease: a completed Wait says another is likely soon (a ping-pong); one about to block
+  // hands the channel to the progress thread now (no lease: records must ring it).
+  if (completed) {
+    c.waits.store(c.waits.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+  }
+  c.polling.fetch_sub(1, std::memory_order_seq_cst);
   if (!failure.ok()) {
     Break(failure);
     return;
   }
-  // Records that arrived while we polled did not wake the progress thread: handle them here once
-  // (we are hot, and waking the thread would take our core away), ring it only for the rest.
-  auto pending = [&c] {
-    return c.in->head.load(std::memory_order_seq_cst) != c.in->tail.load(std::memory_order_seq_cst);
-  };
-  if (pending() && c.prog_mu.try_lock()) {
-    bool worked = false;
-    failure = Step(c, &worked, &done);
-    c.prog_mu.unlock();
-    RunCompletions(done);
-    if (!failure.ok()) {
-      Break(failure);
-      return;
-    }
-  }
-  if (pending()) Kick(c.me);
+  if (!completed) KickLocal(c);
 }
 
 void ShmTransport::ProgressLoop(Channel& c, std::stop_token st) {
   auto last_work = Clock::now();
+  uint64_t last_waits = 0;
   Completions done;
   while (!st.stop_requested()) {
     if (broken_flag_.load(std::memory_order_acquire)) {
@@ -1136,26 +1150,35 @@ void ShmTransport::ProgressLoop(Channel& c, std::stop_token st) {
     }
     // A Work::Wait that polls makes the progress itself: get out of its way (it may share our
     // core) instead of spinning; it rings our doorbell when it stops with records left.
-    const bool polled = c.me->polling.load(std::memory_order_relaxed) != 0 ||
-                        MonoNs() < c.me->linger_until_ns.load(std::memory_order_relaxed);
+    const bool polled = c.polling.load(std::memory_order_relaxed) != 0;
     if (!polled && now - last_work < kBgSpin) {
       CpuRelax();
       continue;
     }
+    const uint64_t waits = c.waits.load(std::memory_order_relaxed);
     const uint32_t db = c.me->doorbell.load(std::memory_order_seq_cst);
-    c.me->sleeping.store(1, std::memory_order_seq_cst);
-    c.long_sleep.store(!polled, std::memory_order_seq_cst);
-    std::atomic_thread_fence(std::memory_order_seq_cst);
-    // Re-read after announcing a long sleep: a Wait that ended in between (and saw no long sleep)
-    // set its linger first (seq_cst on both sides), so one of us sees the other.
-    const bool short_sleep = polled || c.me->polling.load(std::memory_order_seq_cst) != 0 ||
-                             MonoNs() < c.me->linger_until_ns.load(std::memory_order_seq_cst);
-    if ((c.me->polling.load(std::memory_order_relaxed) != 0 || !HasWork(c)) &&
-        !st.stop_requested()) {
-      FutexWait(&c.me->doorbell, db, short_sleep ? kLingerSleep : microseconds(100'000));
+    c.in_futex.store(true, std::memory_order_seq_cst);
+    if (polled || waits != last_waits) {
+      // Silent sleep: the peer does not ring (`sleeping` stays clear); a polling Wait handles the
+      // records, else we look again after kLeaseSleep (local events ring through KickLocal).
+      last_waits = waits;
+      if ((polled || !HasWork(c)) && !st.stop_requested()) {
+        FutexWait(&c.me->doorbell, db, kLeaseSleep);
+      }
+    } else {
+      c.me->sleeping.store(1, std::memory_order_seq_cst);
+      std::atomic_thread_fence(std::memory_order_seq_cst);
+      // Re-read after announcing the sleep: a Wait that started in between either sees
+      // `sleeping` (and kicks us) or we see its `polling` here; records published before the
+      // peer read `sleeping` are seen by HasWork (seq_cst fences on both sides).
+      if (c.polling.load(std::memory_order_seq_cst) == 0 &&
+          c.waits.load(std::memory_order_relaxed) == waits && !HasWork(c) &&
+          !st.stop_requested()) {
+        FutexWait(&c.me->doorbell, db, microseconds(100'000));
+      }
+      c.me->sleeping.store(0, std::memory_order_seq_cst);
     }
-    c.long_sleep.store(false, std::memory_order_seq_cst);
-    c.me->sleeping.store(0, std::memory_order_seq_cst);
+    c.in_futex.store(false, std::memory_order_seq_cst);
     last_work = Clock::now();
   }
 }
@@ -1270,6 +1293,12 @@ void ShmTransport::WatchdogLoop(std::stop_token st) {
               std::chrono::ceil<std::chrono::milliseconds>(when - now).count(), 60'000));
           watchdog_wake_at_ = now + std::chrono::milliseconds(timeout_ms);
         }
+      } else if (!broken_) {
+        // Nothing to time: look again in a second anyway, so that the ops issued meanwhile (their
+        // deadlines are usually further away) need not wake us one by one through the eventfd
+        // (an op completing before we ran would otherwise make the next op wake us again).
+        timeout_ms = 1000;
+        watchdog_wake_at_ = Clock::now() + std::chrono::milliseconds(timeout_ms);
       }
     }
     if (!expired_what.empty()) {
