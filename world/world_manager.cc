@@ -205,6 +205,7 @@ class WorldManager::Impl {
                                   "); remove it first");
       }
       worlds_[name] = w;
+      generation_.fetch_add(1, std::memory_order_release);
     }
     auto t0 = Clock::now();
     Status st = Rendezvous(*w);
@@ -218,6 +219,7 @@ class WorldManager::Impl {
       {
         std::lock_guard<std::mutex> lock(mu_);
         worlds_.erase(name);
+        generation_.fetch_add(1, std::memory_order_release);
       }
       ARCHI_LOG_WARN("{} initialisation failed: {}", WorldTag(name, rank, size, w->epoch), st.ToString());
       return st.WithContext("world '" + name + "' rank " + std::to_string(rank) + "/" +
@@ -247,6 +249,7 @@ class WorldManager::Impl {
       }
       w = it->second;
       worlds_.erase(it);
+      generation_.fetch_add(1, std::memory_order_release);
     }
     WorldState prev;
     WorldInfo removed_info;
@@ -314,8 +317,33 @@ class WorldManager::Impl {
     callbacks_.erase(id);
   }
 
-  Result<std::shared_ptr<Communicator>> Comm(const std::string& name) const {
+  // The world an op names, through a per-thread cache of the last lookup (valid while no world
+  // was added or removed): an op costs the same whatever the number of worlds, and takes no
+  // manager-wide lock. A stale entry only points to a world that is still in the map.
+  std::shared_ptr<World> FindForOp(const std::string& name) const {
+    struct Cached {
+      uint64_t manager = 0;
+      uint64_t generation = 0;
+      std::string name;
+      std::weak_ptr<World> world;
+    };
+    thread_local Cached cache;
+    const uint64_t gen = generation_.load(std::memory_order_acquire);
+    if (cache.manager == id_ && cache.generation == gen && cache.name == name) {
+      if (auto w = cache.world.lock()) return w;
+    }
     auto w = Find(name);
+    if (w) {
+      cache.manager = id_;
+      cache.generation = gen;
+      cache.name = name;
+      cache.world = w;
+    }
+    return w;
+  }
+
+  Result<std::shared_ptr<Communicator>> Comm(const std::string& name) const {
+    auto w = FindForOp(name);
     if (!w) return NotFoundError("world '" + name + "' not found (never initialised, or removed)");
     std::lock_guard<std::mutex> lock(w->mu);
     switch (w->state) {
@@ -677,6 +705,12 @@ class WorldManager::Impl {
 
   mutable std::mutex mu_;
   std::map<std::string, std::shared_ptr<World>> worlds_;
+  std::atomic<uint64_t> generation_{0};  // bumped (under mu_) on every insert into / erase from worlds_
+  // Distinguishes managers in FindForOp's per-thread cache (an address could be reused).
+  const uint64_t id_ = [] {
+    static std::atomic<uint64_t> next{1};
+    return next.fetch_add(1, std::memory_order_relaxed);
+  }();
   std::atomic<uint64_t> token_counter_{0};
 
   std::mutex wd_mu_;
