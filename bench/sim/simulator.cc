@@ -1328,10 +1328,10 @@ struct Simulator::Impl {
 
   SimResult Run() {
     slo = o.slo_ms > 0 ? o.slo_ms : o.timeout_ms;
-    SetUpDoneFifos();
     r.slo_ms = slo;
     arrival_end = o.end_ms >= 0 ? static_cast<double>(o.end_ms) : static_cast<double>(trace.end_ms);
     SetUpKindsAndApps();
+    SetUpDoneFifos();  // after the kinds: heterogeneous nodes make durations per node
     stages.resize(static_cast<size_t>(o.stages));
     slots.resize(static_cast<size_t>(o.stages));
     state.stages.resize(static_cast<size_t>(o.stages));
