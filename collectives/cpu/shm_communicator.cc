@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -406,7 +407,7 @@ class ShmTransport : public std::enable_shared_from_this<ShmTransport> {
   void MatchLocked(Channel& c, const OpPtr& op, const Rec& r, const char* payload,
                    Completions* done, bool* peer_dirty, bool* local_dirty);
   void RegisterLocked(const OpPtr& op);
-  bool EraseLocked(ShmWork& op);
+  OpPtr EraseLocked(ShmWork& op);
   bool HasWork(Channel& c);
   void ProgressLoop(Channel& c, std::stop_token st);
   void WatchdogLoop(std::stop_token st);
@@ -679,10 +680,11 @@ void ShmTransport::RegisterLocked(const OpPtr& op) {
   }
 }
 
-// Takes `op` off the pending list; false if it was not on it (completed or failed already). The
-// caller holds its own reference (the list's is dropped here).
-bool ShmTransport::EraseLocked(ShmWork& op) {
-  if (!op.linked) return false;
+// Takes `op` off the pending list and returns the list's reference to it (moved: the caller's
+// completion list takes it without touching the count); null if it was not on the list
+// (completed or failed already).
+OpPtr ShmTransport::EraseLocked(ShmWork& op) {
+  if (!op.linked) return nullptr;
   op.linked = false;
   if (op.prev) {
     op.prev->next = op.next;
@@ -695,8 +697,7 @@ bool ShmTransport::EraseLocked(ShmWork& op) {
     pending_tail_ = op.prev;
   }
   op.prev = op.next = nullptr;
-  op.self.reset();
-  return true;
+  return std::move(op.self);
 }
 
 std::string ShmTransport::MismatchText(bool send_side, int peer, const Rec& r, uint64_t my_bytes,
@@ -723,10 +724,28 @@ Status CheckCpuTensor(const Tensor& t, std::string_view what) {
   return Status();
 }
 
+// Now on the coarse monotonic clock (the kernel's last tick, read without the TSC; the same
+// base as steady_clock on Linux) plus its resolution: never earlier than Clock::now(), at most
+// one tick (1-4 ms) later. An op deadline needs no better, and every op takes one.
+Clock::time_point CoarseNowNotEarly() {
+  static const int64_t res_ns = [] {
+    timespec r{};
+    if (::clock_getres(CLOCK_MONOTONIC_COARSE, &r) != 0) return int64_t{-1};
+    return static_cast<int64_t>(r.tv_sec) * 1'000'000'000 + r.tv_nsec;
+  }();
+  timespec ts{};
+  if (res_ns < 0 || res_ns > 10'000'000 || ::clock_gettime(CLOCK_MONOTONIC_COARSE, &ts) != 0) {
+    return Clock::now();
+  }
+  return Clock::time_point(std::chrono::duration_cast<Clock::duration>(std::chrono::nanoseconds(
+      static_cast<int64_t>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec + res_ns)));
+}
+
 Deadline OpDeadlineOf(const OpOptions& opts, const CommOptions& co, int64_t* ms_out) {
   const int64_t ms = opts.timeout_ms >= 0 ? opts.timeout_ms : co.op_timeout_ms;
   *ms_out = ms;
-  return ms < 0 ? Deadline::Infinite() : Deadline::AfterMs(ms);
+  return ms < 0 ? Deadline::Infinite()
+                : Deadline(CoarseNowNotEarly() + std::chrono::milliseconds(ms));
 }
 
 std::shared_ptr<Work> ShmTransport::Send(const Tensor& t, int dst, uint32_t tag,
@@ -821,9 +840,9 @@ void ShmTransport::MatchLocked(Channel& c, const OpPtr& op, const Rec& r, const 
   if (r.dtype != op->dtype || r.nbytes != op->nbytes) {
     ack.status = kAckMismatch;
     QueueLocked(c, ack, nullptr, peer_dirty, local_dirty);
-    if (EraseLocked(*op)) {
-      done->emplace_back(op, InvalidArgumentError(MismatchText(false, c.peer, r, op->nbytes,
-                                                                     op->dtype)));
+    if (OpPtr ref = EraseLocked(*op)) {
+      done->emplace_back(std::move(ref), InvalidArgumentError(MismatchText(
+                                              false, c.peer, r, op->nbytes, op->dtype)));
     }
     return;
   }
@@ -831,7 +850,7 @@ void ShmTransport::MatchLocked(Channel& c, const OpPtr& op, const Rec& r, const 
     if (r.len > 0) std::memcpy(op->data, payload, r.len);
     ack.status = kAckOk;
     QueueLocked(c, ack, nullptr, peer_dirty, local_dirty);
-    if (EraseLocked(*op)) done->emplace_back(op, Status());
+    if (OpPtr ref = EraseLocked(*op)) done->emplace_back(std::move(ref), Status());
     return;
   }
   op->seq = r.seq;
@@ -926,7 +945,7 @@ Status ShmTransport::Step(Channel& c, bool* worked, Completions* done, bool for_
           std::lock_guard lock(mu_);
           if (broken_) return Status();
           c.stream_recvs.erase(r.seq);
-          if (EraseLocked(*op)) done->emplace_back(op, Status());
+          if (OpPtr ref = EraseLocked(*op)) done->emplace_back(std::move(ref), Status());
         }
         break;
       }
@@ -939,8 +958,8 @@ Status ShmTransport::Step(Channel& c, bool* worked, Completions* done, bool for_
         }
         OpPtr op = *it;
         c.wait_sends.Erase(r.seq);
-        if (EraseLocked(*op)) {
-          done->emplace_back(op,
+        if (OpPtr ref = EraseLocked(*op)) {
+          done->emplace_back(std::move(ref),
                              r.status == kAckOk
                                  ? Status()
                                  : InvalidArgumentError(MismatchText(true, c.peer, r, op->nbytes,
@@ -1014,7 +1033,7 @@ Status ShmTransport::Step(Channel& c, bool* worked, Completions* done, bool for_
     ack.recv_dtype = pull->dtype;
     ack.aux = pull->nbytes;
     QueueLocked(c, ack, nullptr, &peer_dirty, &local_dirty);
-    if (EraseLocked(*pull)) done->emplace_back(pull, Status());
+    if (OpPtr ref = EraseLocked(*pull)) done->emplace_back(std::move(ref), Status());
   }
 
   // 3. Outgoing: queued records, then chunks of streamed sends.
@@ -1038,7 +1057,7 @@ Status ShmTransport::Step(Channel& c, bool* worked, Completions* done, bool for_
       op->offset += r.len;
       if (op->offset == op->nbytes) {
         c.stream_sends.pop_front();
-        if (EraseLocked(*op)) done->emplace_back(op, Status());
+        if (OpPtr ref = EraseLocked(*op)) done->emplace_back(std::move(ref), Status());
       }
     }
     if (c.outq.empty() && c.stream_sends.empty() && c.pulls.empty()) {
