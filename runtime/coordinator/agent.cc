@@ -494,7 +494,8 @@ struct WorkerAgent::Impl {
         ARCHI_LOG_DEBUG("agent {}: coordinator unavailable ({}); retry in {} ms",
                         options.worker_id, s.ToString(), backoff_ms);
         std::this_thread::sleep_for(std::chrono::milliseconds(backoff_ms));
-        backoff_ms = std::min<int64_t>(backoff_ms * 2, 2000);
+        // With standbys a new leader serves within its lease: poll the round every <= 250 ms.
+        backoff_ms = std::min<int64_t>(backoff_ms * 2, coordinators.size() > 1 ? 250 : 2000);
       }
       ARCHI_LOG_INFO("agent {}: reconnected after {} ms", options.worker_id, UnixMillis() - t0);
       ReapRetired(/*wait=*/false);

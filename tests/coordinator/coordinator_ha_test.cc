@@ -63,6 +63,16 @@ int64_t WaitRole(const std::string& ready_file, const std::string& role, Deadlin
   return -1;
 }
 
+// `archi --coordinator <addresses> status`: (exit code, output).
+std::pair<int, std::string> Cli(const std::string& addresses, const std::string& log) {
+  auto p = Process::Spawn({.binary = ARCHI_TEST_CLI_BIN,
+                           .args = {"--coordinator", addresses, "--timeout-ms", "3000", "status"},
+                           .log_path = log});
+  if (!p.ok()) return {-1, p.status().ToString()};
+  auto e = (*p)->WaitExit(Deadline::AfterMs(15'000));
+  return {e.ok() && !e->signaled ? e->code : -1, ReadFile(log)};
+}
+
 grpc::Status AdminStatus(const std::string& address, pb::CoordinatorStatusResponse* resp) {
   auto stub = pb::CoordinatorAdmin::NewStub(
       grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
@@ -258,6 +268,10 @@ TEST_F(CoordinatorHaTest, StandbyTakesOverFromAKilledLeaderWithoutLoss) {
   EXPECT_NE(refused.error_message().find("standby"), std::string::npos) << refused.error_message();
   EXPECT_NE(refused.error_message().find(leader_address_), std::string::npos)
       << refused.error_message();
+  // The CLI given both addresses, the standby first, uses the leader.
+  auto [code, out] = Cli(standby_address_ + "," + leader_address_, (dir_ / "cli1.log").string());
+  EXPECT_EQ(code, 0) << out;
+  EXPECT_NE(out.find("pipeline ha"), std::string::npos) << out;
   const auto before = Record();
   ASSERT_EQ(before.size(), 3u);
   auto gen = StartLoad(8.0);
@@ -277,6 +291,10 @@ TEST_F(CoordinatorHaTest, StandbyTakesOverFromAKilledLeaderWithoutLoss) {
   auto s = cluster_->GetStatus(Deadline::AfterMs(5000));
   ASSERT_TRUE(s.ok());
   for (const auto& st : s->stages()) EXPECT_EQ(st.ready_replicas(), 1) << st.stage();
+  // The CLI with the dead leader's address first reaches the new leader.
+  auto [code2, out2] = Cli(leader_address_ + "," + standby_address_, (dir_ / "cli2.log").string());
+  EXPECT_EQ(code2, 0) << out2;
+  EXPECT_NE(out2.find("pipeline ha"), std::string::npos) << out2;
   std::printf("takeover after kill -9 of the leader (lease 2 s): standby serving %lld ms after "
               "the kill, all 3 workers resumed %lld ms after the kill; %s\n",
               static_cast<long long>(serving_ms - killed_ms),
