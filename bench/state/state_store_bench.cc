@@ -65,16 +65,16 @@ archi::Result<Row> RegisterRow(const std::string& backend, co::CoordinatorOption
   p.name = "statebench";
   p.model_dir = "/nonexistent";
   p.stages = {{0, 2}, {2, 4}};
-  ARCHI_ASSIGN_OR_RETURN(auto coord, co::Coordinator::Create(
-                                         o, p, std::make_shared<archi::InMemoryStore>(), "x:1"));
+  ARCHI_ASSIGN_OR_RETURN(
+      auto coord, co::Coordinator::Create(o, p, std::make_shared<archi::InMemoryStore>(), "x:1"));
   grpc::ServerBuilder b;
   int port = 0;
   b.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
   for (auto* s : coord->services()) b.RegisterService(s);
   auto server = b.BuildAndStart();
   if (!server) return archi::UnavailableError("no server");
-  auto stub = pb::Coordinator::NewStub(grpc::CreateChannel(
-      "127.0.0.1:" + std::to_string(port), grpc::InsecureChannelCredentials()));
+  auto stub = pb::Coordinator::NewStub(
+      grpc::CreateChannel("127.0.0.1:" + std::to_string(port), grpc::InsecureChannelCredentials()));
   std::vector<double> ms;
   const auto t0 = Clock::now();
   for (int i = 0; i < n; ++i) {
@@ -108,8 +108,8 @@ std::vector<Row> LogRows(const std::string& backend, co::StateLog& log, double s
     if (!lsn.ok() || !log.SyncTo(*lsn).ok()) break;
     ms.push_back(Ms(Clock::now() - a));
   }
-  out.push_back(Summarize("commit", backend, ms,
-                          std::chrono::duration<double>(Clock::now() - t0).count()));
+  out.push_back(
+      Summarize("commit", backend, ms, std::chrono::duration<double>(Clock::now() - t0).count()));
   ms.clear();
   int records = 0;
   t0 = Clock::now();
@@ -149,7 +149,8 @@ int main(int argc, char** argv) {
     return 1;
   };
   const bool own_dir = dir.empty();
-  if (own_dir) dir = (fs::temp_directory_path() / ("archi_state_bench_" + std::to_string(getpid()))).string();
+  if (own_dir)
+    dir = (fs::temp_directory_path() / ("archi_state_bench_" + std::to_string(getpid()))).string();
   fs::create_directories(dir);
   auto made = co::EtcdClient::Create(etcd);
   if (!made.ok()) return fail(made.status());
@@ -180,7 +181,8 @@ int main(int argc, char** argv) {
     auto l = lead("/register");
     if (!l.ok()) return fail(l.status());
     co::CoordinatorOptions e;
-    e.state_log = [client, l = *l](co::WalContents* c) -> archi::Result<std::unique_ptr<co::StateLog>> {
+    e.state_log = [client,
+                   l = *l](co::WalContents* c) -> archi::Result<std::unique_ptr<co::StateLog>> {
       ARCHI_ASSIGN_OR_RETURN(auto log, co::EtcdStateLog::Open(client, l, c));
       return std::unique_ptr<co::StateLog>(std::move(log));
     };
@@ -212,8 +214,9 @@ int main(int argc, char** argv) {
   std::error_code ec;
   if (own_dir) fs::remove_all(dir, ec);
 
-  std::printf("\n| what | backend | n | p50 ms | p99 ms | mean ms | per s | per s vs wal |\n"
-              "|---|---|---|---|---|---|---|---|\n");
+  std::printf(
+      "\n| what | backend | n | p50 ms | p99 ms | mean ms | per s | per s vs wal |\n"
+      "|---|---|---|---|---|---|---|---|\n");
   fs::create_directories(out);
   std::ofstream csv(out + "/state_store.csv");
   csv << "what,backend,n,p50_ms,p99_ms,mean_ms,per_s\n";
@@ -222,12 +225,12 @@ int main(int argc, char** argv) {
     for (const auto& w : rows) {
       if (w.what == r.what && w.backend == "wal") wal_rate = w.per_s;
     }
-    std::printf("| %s | %s | %d | %.2f | %.2f | %.2f | %.0f | %s |\n", r.what.c_str(),
-                r.backend.c_str(), r.n, r.p50, r.p99, r.mean, r.per_s,
-                wal_rate > 0 ? (std::to_string(r.per_s / wal_rate).substr(0, 5) + "x").c_str()
-                             : "-");
-    csv << r.what << "," << r.backend << "," << r.n << "," << r.p50 << "," << r.p99 << ","
-        << r.mean << "," << r.per_s << "\n";
+    std::printf(
+        "| %s | %s | %d | %.2f | %.2f | %.2f | %.0f | %s |\n", r.what.c_str(), r.backend.c_str(),
+        r.n, r.p50, r.p99, r.mean, r.per_s,
+        wal_rate > 0 ? (std::to_string(r.per_s / wal_rate).substr(0, 5) + "x").c_str() : "-");
+    csv << r.what << "," << r.backend << "," << r.n << "," << r.p50 << "," << r.p99 << "," << r.mean
+        << "," << r.per_s << "\n";
   }
   std::printf("\nwrote %s/state_store.csv\n", out.c_str());
   return 0;

@@ -203,8 +203,8 @@ struct Coordinator::Impl {
   pb::PolicyState journaled_policy;
   std::vector<std::string> journaled_recoveries;  // serialized
   std::atomic<bool> wal_error_logged{false};  // (written outside mu by the control thread)
-  int64_t restore_hold_until_ms = 0;
-  bool fenced = false;  // the state log refused us for good (etcd leadership lost)  // no policy decisions while restored workers reconnect
+  int64_t restore_hold_until_ms = 0;  // no policy decisions while restored workers reconnect
+  bool fenced = false;  // the state log refused us for good (etcd leadership lost)
 
   // Prometheus (SetMetrics; a disabled registry until then). Handles guarded by mu.
   std::unique_ptr<ex::Metrics> own_metrics = ex::Metrics::Disabled();

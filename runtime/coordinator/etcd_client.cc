@@ -105,17 +105,15 @@ EtcdClient::~EtcdClient() = default;
 
 Result<epb::RangeResponse> EtcdClient::Range(const epb::RangeRequest& req, Deadline deadline) {
   epb::RangeResponse resp;
-  ARCHI_RETURN_IF_ERROR(impl_->Call(deadline, "Range", [&](auto& e, auto& ctx) {
-    return e.kv->Range(&ctx, req, &resp);
-  }));
+  ARCHI_RETURN_IF_ERROR(impl_->Call(
+      deadline, "Range", [&](auto& e, auto& ctx) { return e.kv->Range(&ctx, req, &resp); }));
   return resp;
 }
 
 Result<epb::PutResponse> EtcdClient::Put(const epb::PutRequest& req, Deadline deadline) {
   epb::PutResponse resp;
-  ARCHI_RETURN_IF_ERROR(impl_->Call(deadline, "Put", [&](auto& e, auto& ctx) {
-    return e.kv->Put(&ctx, req, &resp);
-  }));
+  ARCHI_RETURN_IF_ERROR(impl_->Call(
+      deadline, "Put", [&](auto& e, auto& ctx) { return e.kv->Put(&ctx, req, &resp); }));
   return resp;
 }
 
@@ -130,9 +128,8 @@ Result<epb::DeleteRangeResponse> EtcdClient::DeleteRange(const epb::DeleteRangeR
 
 Result<epb::TxnResponse> EtcdClient::Txn(const epb::TxnRequest& req, Deadline deadline) {
   epb::TxnResponse resp;
-  ARCHI_RETURN_IF_ERROR(impl_->Call(deadline, "Txn", [&](auto& e, auto& ctx) {
-    return e.kv->Txn(&ctx, req, &resp);
-  }));
+  ARCHI_RETURN_IF_ERROR(impl_->Call(
+      deadline, "Txn", [&](auto& e, auto& ctx) { return e.kv->Txn(&ctx, req, &resp); }));
   return resp;
 }
 
@@ -151,9 +148,8 @@ Status EtcdClient::LeaseRevoke(int64_t id, Deadline deadline) {
   epb::LeaseRevokeRequest req;
   req.set_id(id);
   epb::LeaseRevokeResponse resp;
-  return impl_->Call(deadline, "LeaseRevoke", [&](auto& e, auto& ctx) {
-    return e.lease->LeaseRevoke(&ctx, req, &resp);
-  });
+  return impl_->Call(deadline, "LeaseRevoke",
+                     [&](auto& e, auto& ctx) { return e.lease->LeaseRevoke(&ctx, req, &resp); });
 }
 
 Result<int64_t> EtcdClient::LeaseKeepAlive(int64_t id, Deadline deadline) {

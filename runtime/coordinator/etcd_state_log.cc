@@ -90,8 +90,9 @@ struct EtcdLeadership::Impl {
       Lose("the etcd lease " + std::to_string(lease) + " expired: " + ttl.status().ToString());
       return false;
     }
-    ARCHI_LOG_WARN("coordinator: etcd lease keep-alive failed: {} (leadership valid for {} ms more)",
-                   ttl.status().ToString(), RemainingMs());
+    ARCHI_LOG_WARN(
+        "coordinator: etcd lease keep-alive failed: {} (leadership valid for {} ms more)",
+        ttl.status().ToString(), RemainingMs());
     return true;
   }
 
@@ -243,7 +244,8 @@ bool EtcdLeadership::WaitLost(Millis timeout) const {
   while (impl_->lost.empty()) {
     if (SteadyClock::now() >= impl_->valid_until) return true;
     const auto wake = std::min(until, impl_->valid_until);
-    if (impl_->cv.wait_until(lock, wake) == std::cv_status::timeout && SteadyClock::now() >= until) {
+    if (impl_->cv.wait_until(lock, wake) == std::cv_status::timeout &&
+        SteadyClock::now() >= until) {
       return !impl_->lost.empty() || SteadyClock::now() >= impl_->valid_until;
     }
   }
@@ -253,8 +255,10 @@ bool EtcdLeadership::WaitLost(Millis timeout) const {
 void EtcdLeadership::Resign() {
   impl_->Lose("resigned");
   if (Status s = impl_->client->LeaseRevoke(impl_->lease, impl_->Call()); !s.ok()) {
-    ARCHI_LOG_WARN("coordinator: cannot revoke the etcd lease (a standby takes over when it "
-                   "expires): {}", s.ToString());
+    ARCHI_LOG_WARN(
+        "coordinator: cannot revoke the etcd lease (a standby takes over when it "
+        "expires): {}",
+        s.ToString());
   }
 }
 
@@ -282,7 +286,7 @@ struct EtcdStateLog::Impl {
   EtcdStateLogOptions options;
   std::string prefix, log_prefix, snap_prefix, snapshot_key;
 
-  mutable std::mutex mu;  // the fields below
+  mutable std::mutex mu;                                 // the fields below
   std::deque<std::pair<uint64_t, std::string>> pending;  // appended, not yet in etcd
   uint64_t last = 0, synced = 0, since_snapshot = 0;
   bool snapshot_in_progress = false;
@@ -357,8 +361,9 @@ struct EtcdStateLog::Impl {
       const std::string& v = head.kvs(0).value();
       if (std::sscanf(v.c_str(), "%llu %llu %llu %x", &lsn, &parts, &bytes, &crc) != 4 ||
           parts > 1'000'000) {
-        return Status(StatusCode::kDataLoss, "etcd " + snapshot_key + ": malformed snapshot header '" +
-                             v.substr(0, 64) + "'");
+        return Status(
+            StatusCode::kDataLoss,
+            "etcd " + snapshot_key + ": malformed snapshot header '" + v.substr(0, 64) + "'");
       }
       epb::RangeRequest pr;
       pr.set_key(SnapPartPrefix(lsn));
@@ -369,10 +374,11 @@ struct EtcdStateLog::Impl {
       for (const auto& kv : got.kvs()) payload += kv.value();
       if (static_cast<unsigned long long>(got.kvs_size()) != parts || payload.size() != bytes ||
           Crc(payload) != crc) {
-        return Status(StatusCode::kDataLoss, "etcd " + SnapPartPrefix(lsn) + ": snapshot parts do not match " +
-                             "their header (" + std::to_string(got.kvs_size()) + " of " +
-                             std::to_string(parts) + " parts, " + std::to_string(payload.size()) +
-                             " of " + std::to_string(bytes) + " bytes)");
+        return Status(StatusCode::kDataLoss,
+                      "etcd " + SnapPartPrefix(lsn) + ": snapshot parts do not match " +
+                          "their header (" + std::to_string(got.kvs_size()) + " of " +
+                          std::to_string(parts) + " parts, " + std::to_string(payload.size()) +
+                          " of " + std::to_string(bytes) + " bytes)");
       }
       c->snapshot = std::move(payload);
       c->snapshot_lsn = lsn;
@@ -387,12 +393,14 @@ struct EtcdStateLog::Impl {
       const std::string& k = kv.key();
       const std::string digits = k.substr(log_prefix.size());
       if (digits.size() != 20 || digits.find_first_not_of("0123456789") != std::string::npos) {
-        return Status(StatusCode::kDataLoss, "etcd: unexpected key '" + k.substr(0, 128) + "' in the state log");
+        return Status(StatusCode::kDataLoss,
+                      "etcd: unexpected key '" + k.substr(0, 128) + "' in the state log");
       }
       const uint64_t lsn = std::stoull(digits);
       if (lsn != expect) {
-        return Status(StatusCode::kDataLoss, "etcd " + log_prefix + ": record " + std::to_string(expect) +
-                             " is missing (next is " + std::to_string(lsn) + ")");
+        return Status(StatusCode::kDataLoss, "etcd " + log_prefix + ": record " +
+                                                 std::to_string(expect) + " is missing (next is " +
+                                                 std::to_string(lsn) + ")");
       }
       c->records.push_back(kv.value());
       ++expect;
@@ -452,7 +460,7 @@ Status EtcdStateLog::SyncTo(uint64_t lsn) {
   {
     std::lock_guard lock(impl_->mu);
     if (impl_->synced >= lsn) return Status::Ok();  // a concurrent Sync covered it
-    impl_->retry_at = {};  // a waiting caller: try now
+    impl_->retry_at = {};                           // a waiting caller: try now
   }
   return impl_->FlushLocked();
 }
@@ -504,7 +512,7 @@ Status EtcdStateLog::WriteSnapshot(uint64_t lsn, std::string_view payload) {
                 static_cast<unsigned long long>(payload.size()), Crc(payload));
   epb::TxnRequest t;
   AddPut(t, impl_->snapshot_key, head);
-  AddDelete(t, impl_->log_prefix, impl_->LogKey(lsn + 1));     // the records it covers
+  AddDelete(t, impl_->log_prefix, impl_->LogKey(lsn + 1));       // the records it covers
   AddDelete(t, impl_->snap_prefix, impl_->SnapPartPrefix(lsn));  // older snapshots' parts
   return done(impl_->FencedTxn(std::move(t)));
 }

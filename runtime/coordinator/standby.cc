@@ -14,9 +14,7 @@ struct StandbyServices::Impl {
   mutable std::mutex mu;
   std::string leader;
 
-  grpc::Status Refuse() const {
-    return grpc::Status(grpc::StatusCode::UNAVAILABLE, Message());
-  }
+  grpc::Status Refuse() const { return grpc::Status(grpc::StatusCode::UNAVAILABLE, Message()); }
   std::string Message() const {
     std::lock_guard lock(mu);
     return "this archi-coordinator is a standby; the leader is " +
@@ -26,8 +24,7 @@ struct StandbyServices::Impl {
   class Worker final : public pb::Coordinator::CallbackService {
    public:
     explicit Worker(Impl* s) : s_(s) {}
-    grpc::ServerUnaryReactor* Register(grpc::CallbackServerContext* ctx,
-                                       const pb::RegisterRequest*,
+    grpc::ServerUnaryReactor* Register(grpc::CallbackServerContext* ctx, const pb::RegisterRequest*,
                                        pb::RegisterResponse*) override {
       auto* r = ctx->DefaultReactor();
       r->Finish(s_->Refuse());
@@ -65,8 +62,7 @@ struct StandbyServices::Impl {
                                     pb::ScaleResponse*) override {
       return Refuse(ctx);
     }
-    grpc::ServerUnaryReactor* Drain(grpc::CallbackServerContext* ctx,
-                                    const pb::DrainWorkerRequest*,
+    grpc::ServerUnaryReactor* Drain(grpc::CallbackServerContext* ctx, const pb::DrainWorkerRequest*,
                                     pb::DrainWorkerResponse*) override {
       return Refuse(ctx);
     }
@@ -98,8 +94,6 @@ void StandbyServices::SetLeader(const std::string& leader) {
 
 std::string StandbyServices::Message() const { return impl_->Message(); }
 
-std::vector<grpc::Service*> StandbyServices::services() {
-  return {&impl_->worker, &impl_->admin};
-}
+std::vector<grpc::Service*> StandbyServices::services() { return {&impl_->worker, &impl_->admin}; }
 
 }  // namespace archi::coordinator

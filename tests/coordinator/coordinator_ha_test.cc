@@ -10,8 +10,8 @@
 //     its leadership lost, writes nothing (no worker is declared dead, no member is marked gone,
 //     the state B serves is unchanged) and steps down to standby.
 // Takeover times are printed (docs/benchmarks.md), never asserted.
-#include <gtest/gtest.h>
 #include <grpcpp/grpcpp.h>
+#include <gtest/gtest.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -102,8 +102,8 @@ class CoordinatorHaTest : public ::testing::Test {
     ASSERT_TRUE(plan.ok()) << plan.status();
     plan_ = *plan;
     standby_address_ = "127.0.0.1:" + std::to_string(testing_etcd::FreePort());
-    common_ = {"--store", store_server_->address(), "--state-etcd", etcd_->endpoint(),
-               "--state-lease-s", "2"};
+    common_ = {"--store",         store_server_->address(), "--state-etcd",
+               etcd_->endpoint(), "--state-lease-s",        "2"};
 
     CoordinatedClusterOptions o;
     o.coordinator_bin = ARCHI_TEST_COORDINATOR_BIN;
@@ -120,8 +120,8 @@ class CoordinatorHaTest : public ::testing::Test {
     leader_address_ = cluster_->coordinator_address();
 
     // B: the standby, on the address the workers already know.
-    std::vector<std::string> args = {"--plan", plan_, "--listen", standby_address_,
-                                     "--ready-file", (dir_ / "b.ready").string()};
+    std::vector<std::string> args = {"--plan",         plan_,          "--listen",
+                                     standby_address_, "--ready-file", (dir_ / "b.ready").string()};
     args.insert(args.end(), common_.begin(), common_.end());
     auto b = Process::Spawn({.binary = ARCHI_TEST_COORDINATOR_BIN,
                              .args = args,
@@ -159,7 +159,8 @@ class CoordinatorHaTest : public ::testing::Test {
   }
 
   std::unique_ptr<LoadGenerator> StartLoad(double seconds) {
-    auto gen = LoadGenerator::Create(harness::ClosedTestLoad(cluster_->frontend_address(), seconds));
+    auto gen =
+        LoadGenerator::Create(harness::ClosedTestLoad(cluster_->frontend_address(), seconds));
     EXPECT_TRUE(gen.ok()) << gen.status();
     if (!gen.ok()) return nullptr;
     EXPECT_TRUE((*gen)->Start().ok());
@@ -295,10 +296,11 @@ TEST_F(CoordinatorHaTest, StandbyTakesOverFromAKilledLeaderWithoutLoss) {
   auto [code2, out2] = Cli(leader_address_ + "," + standby_address_, (dir_ / "cli2.log").string());
   EXPECT_EQ(code2, 0) << out2;
   EXPECT_NE(out2.find("pipeline ha"), std::string::npos) << out2;
-  std::printf("takeover after kill -9 of the leader (lease 2 s): standby serving %lld ms after "
-              "the kill, all 3 workers resumed %lld ms after the kill; %s\n",
-              static_cast<long long>(serving_ms - killed_ms),
-              static_cast<long long>(resumed_ms - killed_ms), report->summary.ToString().c_str());
+  std::printf(
+      "takeover after kill -9 of the leader (lease 2 s): standby serving %lld ms after "
+      "the kill, all 3 workers resumed %lld ms after the kill; %s\n",
+      static_cast<long long>(serving_ms - killed_ms),
+      static_cast<long long>(resumed_ms - killed_ms), report->summary.ToString().c_str());
 }
 
 TEST_F(CoordinatorHaTest, PausedLeaderIsFencedAndStepsDown) {
@@ -345,13 +347,13 @@ TEST_F(CoordinatorHaTest, PausedLeaderIsFencedAndStepsDown) {
   const std::string a_log = cluster_->process("coordinator")->LogTail(20'000);
   EXPECT_NE(a_log.find("stepping down to standby"), std::string::npos) << a_log;
   EXPECT_EQ(a_log.find("coordinator: dead"), std::string::npos) << a_log;
-  std::printf("takeover after SIGSTOP of the leader (lease 2 s): standby serving %lld ms after the "
-              "stop, all 3 workers resumed %lld ms after the stop; the old leader stepped down "
-              "%lld ms after SIGCONT; %s\n",
-              static_cast<long long>(serving_ms - stopped_ms),
-              static_cast<long long>(resumed_ms - stopped_ms),
-              static_cast<long long>(stepped_ms - continued_ms),
-              report->summary.ToString().c_str());
+  std::printf(
+      "takeover after SIGSTOP of the leader (lease 2 s): standby serving %lld ms after the "
+      "stop, all 3 workers resumed %lld ms after the stop; the old leader stepped down "
+      "%lld ms after SIGCONT; %s\n",
+      static_cast<long long>(serving_ms - stopped_ms),
+      static_cast<long long>(resumed_ms - stopped_ms),
+      static_cast<long long>(stepped_ms - continued_ms), report->summary.ToString().c_str());
 }
 
 }  // namespace

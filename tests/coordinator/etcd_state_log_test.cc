@@ -2,6 +2,8 @@
 // (tests/coordinator/test_etcd.h; skipped when no etcd binary is installed): leader election,
 // records and snapshots that round-trip through a new leader, fencing of a leader that lost its
 // lease, and an unreachable etcd reported as an error within the deadlines.
+#include "runtime/coordinator/etcd_state_log.h"
+
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <unistd.h>
@@ -9,7 +11,6 @@
 #include <filesystem>
 #include <thread>
 
-#include "runtime/coordinator/etcd_state_log.h"
 #include "tests/coordinator/test_etcd.h"
 
 namespace archi::coordinator {
@@ -25,8 +26,9 @@ class EtcdStateLogTest : public ::testing::Test {
       GTEST_SKIP() << "no etcd binary (/usr/bin/etcd; Debian package etcd-server, installed by "
                       "scripts/setup.sh; or set ARCHI_ETCD_BIN)";
     }
-    dir_ = fs::temp_directory_path() / ("archi_etcd_log_test_" + std::to_string(getpid()) + "_" +
-                                        ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    dir_ = fs::temp_directory_path() /
+           ("archi_etcd_log_test_" + std::to_string(getpid()) + "_" +
+            ::testing::UnitTest::GetInstance()->current_test_info()->name());
     auto e = TestEtcd::Start(dir_.string(), Deadline::AfterMs(30'000));
     ASSERT_TRUE(e.ok()) << e.status();
     etcd_ = std::move(*e);
@@ -183,8 +185,8 @@ TEST_F(EtcdStateLogTest, ALeaderThatLostItsLeaseCannotWrite) {
   // b writes; only its records are there.
   ASSERT_TRUE((*logb)->Append("b2").ok());
   ASSERT_TRUE((*logb)->Sync().ok());
-  EXPECT_EQ(LogKeys(), (std::vector<std::string>{"00000000000000000001=a1",
-                                                 "00000000000000000002=b2"}))
+  EXPECT_EQ(LogKeys(),
+            (std::vector<std::string>{"00000000000000000001=a1", "00000000000000000002=b2"}))
       << "a's check before its write: " << (a_knew ? "already invalid" : "still valid");
   etcdserverpb::RangeRequest r;
   r.set_key(prefix_ + "/snapshot");
@@ -202,9 +204,9 @@ TEST_F(EtcdStateLogTest, LeadershipExpiresWhenTheLeaderCannotRenew) {
   ASSERT_TRUE(etcd_->process().Signal(SIGSTOP).ok());
   const auto t0 = std::chrono::steady_clock::now();
   EXPECT_TRUE((*a)->WaitLost(Millis(10'000)));
-  const auto lost_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
-                           std::chrono::steady_clock::now() - t0)
-                           .count();
+  const auto lost_ms =
+      std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0)
+          .count();
   EXPECT_LE(lost_ms, (*a)->ttl_s() * 1000) << "lapsed later than the lease TTL";
   EXPECT_FALSE((*a)->Valid().ok());
   ASSERT_TRUE(etcd_->process().Signal(SIGCONT).ok());

@@ -64,8 +64,9 @@ struct EtcdRun {
 };
 
 // --state-etcd: campaign, serve as the leader, step down when the leadership ends; until a signal.
-int RunWithEtcd(const EtcdRun& r, co::CoordinatorOptions o, const archi::executor::PipelinePlan& plan,
-                std::shared_ptr<archi::Store> store, archi::executor::Metrics* metrics,
+int RunWithEtcd(const EtcdRun& r, co::CoordinatorOptions o,
+                const archi::executor::PipelinePlan& plan, std::shared_ptr<archi::Store> store,
+                archi::executor::Metrics* metrics,
                 const std::shared_ptr<grpc::ServerCredentials>& creds, const sigset_t& signals) {
   auto fail = [](const archi::Status& s) {
     std::fprintf(stderr, "archi-coordinator: %s\n", s.ToString().c_str());
