@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <map>
 #include <mutex>
 #include <set>
 #include <string>
@@ -31,6 +32,15 @@ class FakeInference final : public proto::Inference::Service {
       return grpc::Status::OK;
     }
     if (t == "de") return grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED, "fake: too late");
+    if (t == "down") return grpc::Status(grpc::StatusCode::UNAVAILABLE, "fake: down");
+    if (t == "flaky-id") {  // UNAVAILABLE the first two times a request_id is seen, then OK
+      std::lock_guard<std::mutex> lock(mu_);
+      if (++by_id_[req->request_id()] <= 2) {
+        return grpc::Status(grpc::StatusCode::UNAVAILABLE, "fake: try again");
+      }
+      resp->add_embedding(1.0f);
+      return grpc::Status::OK;
+    }
     if (t == "flaky") {  // UNAVAILABLE the first time a request (client tag) is seen, then OK
       std::lock_guard<std::mutex> lock(mu_);
       if (seen_.insert(req->client_tag()).second) {
@@ -53,11 +63,16 @@ class FakeInference final : public proto::Inference::Service {
     return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "fake: unknown input " + t);
   }
   int calls() const { return calls_.load(); }
+  std::map<std::string, int> by_id() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return by_id_;
+  }
 
  private:
   std::atomic<int> calls_{0};
   std::mutex mu_;
   std::set<std::string> seen_;
+  std::map<std::string, int> by_id_;  // request_id -> calls
 };
 
 class LoadGeneratorTest : public ::testing::Test {
@@ -220,6 +235,51 @@ TEST_F(LoadGeneratorTest, RetriesUnavailableWithinTheDeadline) {
   ASSERT_TRUE(more.ok()) << more.status();
   EXPECT_EQ(more->summary.ok, 40);
   EXPECT_EQ(more->summary.resent, 20);
+}
+
+TEST_F(LoadGeneratorTest, RetriesCarryTheSameRequestIdWithBackoff) {
+  LoadOptions o = Options({LoadInput::Text("flaky-id")});
+  o.max_requests = 12;
+  o.concurrency = 4;
+  o.max_attempts = 5;
+  o.retry_backoff_ms = 40;
+  o.max_retry_backoff_ms = 60;
+  o.request_id_prefix = "lg-";
+  auto r = RunLoad(o);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->summary.ok, 12) << r->summary.ToString();
+  EXPECT_EQ(r->summary.retried, 12);
+  const auto by_id = service_.by_id();
+  ASSERT_EQ(by_id.size(), 12u);  // one id per request, the same on each of its attempts
+  for (int i = 0; i < 12; ++i) {
+    auto it = by_id.find("lg-" + std::to_string(i));
+    ASSERT_NE(it, by_id.end()) << i;
+    EXPECT_EQ(it->second, 3) << i;
+  }
+  for (const RequestRecord& q : r->records) {
+    EXPECT_EQ(q.attempts, 3);
+    // Two backoffs of at least 0.75 x 40 and 0.75 x 60 ms (a lower bound the generator must keep).
+    EXPECT_GE(q.latency_ms(), 0.75 * 40 + 0.75 * 60 - 1) << q.index;
+  }
+}
+
+TEST_F(LoadGeneratorTest, RetriesStopAtTheDeadline) {
+  LoadOptions o = Options({LoadInput::Text("down")});
+  o.max_requests = 4;
+  o.concurrency = 2;
+  o.max_attempts = 1000;
+  o.retry_backoff_ms = 20;
+  o.max_retry_backoff_ms = 50;
+  o.deadline_ms = 300;
+  o.request_id_prefix = "d-";
+  auto r = RunLoad(o);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->summary.by_code.at("UNAVAILABLE"), 4) << r->summary.ToString();
+  EXPECT_EQ(r->summary.lost, 0);
+  for (const RequestRecord& q : r->records) {
+    EXPECT_GT(q.attempts, 1);
+    EXPECT_LT(q.attempts, 300 / 15);  // backoff >= 15 ms between attempts within 300 ms
+  }
 }
 
 TEST_F(LoadGeneratorTest, OpenLoopConstantRate) {
