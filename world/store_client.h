@@ -11,8 +11,10 @@
 // wait for it to come back; retrying is the caller's decision), and a Wait in flight when the
 // server dies ends with kUnavailable.
 //
-// Ownership: one gRPC channel per client, shared by all its calls; the client may outlive the
-// server. Thread safety: every method is thread-safe and may be called concurrently.
+// Ownership: one gRPC channel per client, shared by all its calls, and one thread that waits on
+// the channel's state so that its reconnections are polled (without it, a fail-fast client
+// reconnected only at gRPC's 5 s backup-poller ticks); the client may outlive the server.
+// Thread safety: every method is thread-safe and may be called concurrently.
 #pragma once
 
 #include <chrono>
