@@ -216,7 +216,9 @@ class CoordinatorHaTest : public ::testing::Test {
     for (const auto& [id, b] : before) {
       Process* p = cluster_->process(id);
       EXPECT_TRUE(p != nullptr && p->Running()) << id;
-      if (p) EXPECT_EQ(p->Pid(), b.pid) << id;
+      if (p) {
+        EXPECT_EQ(p->Pid(), b.pid) << id;
+      }
     }
     auto events = cluster_->GetEvents(Deadline::AfterMs(5000));
     EXPECT_TRUE(events.ok());
