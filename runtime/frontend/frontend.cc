@@ -588,9 +588,14 @@ Status Frontend::Impl::OpenAdmissionLog() {
   int64_t expired = 0;
   std::lock_guard lock(mu);
   for (auto& [key, a] : open) {
-    if (a.deadline_unix_ms() <= now || a.ids().empty() ||
-        a.ids_size() > static_cast<int>(plan.max_tokens)) {
-      ++expired;  // nobody waits for it any more (or it does not fit this plan)
+    // A plan or model changed between the runs may not take the logged input: dropped like an
+    // expired one (never fed to the model: an id outside its vocabulary is out of bounds).
+    const bool fits = !a.ids().empty() && a.ids_size() <= static_cast<int>(plan.max_tokens) &&
+                      std::all_of(a.ids().begin(), a.ids().end(), [&](int32_t t) {
+                        return t >= 0 && t < config.vocab_size;
+                      });
+    if (a.deadline_unix_ms() <= now || !fits) {
+      ++expired;  // nobody waits for it any more, or it does not fit this plan
       continue;
     }
     const uint64_t id = next_request_id++;
@@ -614,7 +619,7 @@ Status Frontend::Impl::OpenAdmissionLog() {
   ARCHI_ASSIGN_OR_RETURN(const uint64_t lsn, admission_log->BeginSnapshot());
   ARCHI_RETURN_IF_ERROR(admission_log->WriteSnapshot(lsn, OpenAdmissionsLocked()));
   ARCHI_LOG_INFO("frontend: admission log {}: {} admitted request(s) not answered before the "
-                 "restart re-dispatched, {} past their deadline dropped",
+                 "restart re-dispatched, {} past their deadline (or not fitting this plan) dropped",
                  dir, recovered, expired);
   return Status::Ok();
 }

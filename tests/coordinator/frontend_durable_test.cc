@@ -9,6 +9,9 @@
 //     frontend started at most one execution per request it answered;
 //   - bad input: an id over 128 bytes, and an id reused with another input, are INVALID_ARGUMENT.
 // Bounded: a 7 s load with 30 s request deadlines; the whole test stops by itself in ~40 s.
+// Replay rules on a log written here: only the open admissions that fit the plan and whose
+// deadline has not passed are re-dispatched; a retry gets the recovered result; an unreadable log
+// is a clear start-up error (exit 1), never a crash.
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
 #include <signal.h>
@@ -21,9 +24,13 @@
 
 #include "bench/harness/coordinated_cluster.h"
 #include "bench/harness/load_generator.h"
+#include "bench/harness/local_cluster.h"
+#include "bench/harness/process.h"
 #include "bench/harness/test_pipeline.h"
 #include "proto/inference.grpc.pb.h"
+#include "runtime/coordinator/wal.h"
 #include "runtime/core/tensor.h"
+#include "runtime/executor/wire.h"
 #include "runtime/executor/stage_model.h"
 
 namespace archi {
@@ -203,6 +210,112 @@ TEST_F(FrontendDurableTest, KillNineOfTheFrontendLosesNoAdmittedRequest) {
               static_cast<unsigned long long>(after->executions()),
               static_cast<unsigned long long>(after->retries_attached()),
               static_cast<unsigned long long>(after->retries_kept()));
+}
+
+// Writes an admission log by hand: what a killed frontend could leave.
+void WriteLog(const std::string& dir, const std::vector<std::string>& records) {
+  coordinator::WalContents c;
+  auto log = coordinator::WriteAheadLog::Open(dir + "/admission", &c);
+  ASSERT_TRUE(log.ok()) << log.status();
+  for (const auto& r : records) ASSERT_TRUE((*log)->Append(r).ok());
+  ASSERT_TRUE((*log)->Sync().ok());
+}
+
+std::string Admitted(const std::string& id, const std::vector<int32_t>& ids, int64_t deadline) {
+  pb::AdmissionRecord rec;
+  auto* a = rec.add_admitted();
+  a->set_request_id(id);
+  a->mutable_ids()->Assign(ids.begin(), ids.end());
+  // The fingerprint the frontend computes for an EmbedRequest with these ids and no model name:
+  // FNV-1a 64 of the model name, the input case (int) and the ids' bytes (docs/coordinator.md).
+  uint64_t h = 1469598103934665603ull;
+  auto mix = [&h](const void* data, size_t n) {
+    for (size_t i = 0; i < n; ++i) {
+      h ^= static_cast<const unsigned char*>(data)[i];
+      h *= 1099511628211ull;
+    }
+  };
+  const int input_case = static_cast<int>(pb::EmbedRequest::kIds);
+  mix(&input_case, sizeof(input_case));
+  mix(ids.data(), ids.size() * sizeof(int32_t));
+  a->set_fingerprint(h);
+  a->set_deadline_unix_ms(deadline);
+  return rec.SerializeAsString();
+}
+
+TEST_F(FrontendDurableTest, ReplaysOnlyOpenAdmissionsThatFitAndRefusesAnUnreadableLog) {
+  const fs::path dir = root_ / "replay";
+  auto plan = harness::WriteTestPlan(dir.string(), "replay", (root_ / "model").string());
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  const std::string state = (dir / "state").string();
+  const int64_t now = executor::UnixMillis();
+  const std::vector<int32_t> in = {101, 7, 42, 9, 102};
+  pb::AdmissionRecord done;
+  done.add_done("answered");
+  WriteLog(state, {Admitted("open", in, now + 60'000), Admitted("expired", in, now - 1),
+                   Admitted("answered", in, now + 60'000), done.SerializeAsString(),
+                   Admitted("outside-vocab", {1, harness::kTestVocab + 5, 2}, now + 60'000),
+                   Admitted("too-long", std::vector<int32_t>(harness::kTestMaxTokens + 1, 3),
+                            now + 60'000)});
+  {
+    CoordinatedClusterOptions o;
+    o.plan_path = *plan;
+    o.work_dir = dir.string();
+    o.replicas = {1, 1, 1};
+    o.extra_frontend_args = {"--state-dir", state};
+    auto c = CoordinatedCluster::Start(o);
+    ASSERT_TRUE(c.ok()) << c.status();
+    const std::string target = (*c)->frontend_address();
+    // Only "open" is re-dispatched; it runs without a caller and its result is kept.
+    for (const Deadline d = Deadline::AfterMs(30'000);;) {
+      auto st = AdminStatus(target);
+      ASSERT_TRUE(st.ok()) << st.status();
+      if (st->recovered() == 1 && st->kept_results() == 1) break;
+      ASSERT_FALSE(d.Expired()) << "recovered " << st->recovered() << ", kept "
+                                << st->kept_results();
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    // The client's retry gets it: no second execution.
+    auto stub = Stub(target);
+    pb::EmbedRequest req;
+    req.set_request_id("open");
+    req.mutable_ids()->mutable_ids()->Assign(in.begin(), in.end());
+    pb::EmbedResponse resp;
+    grpc::Status s = Embed(*stub, req, &resp);
+    ASSERT_TRUE(s.ok()) << s.error_message();
+    EXPECT_TRUE(resp.recovered());
+    EXPECT_TRUE(resp.replayed());
+    auto whole =
+        executor::StageModel::Load((root_ / "model").string(), {0, harness::kTestLayers}, 1);
+    ASSERT_TRUE(whole.ok()) << whole.status();
+    Tensor t = *Tensor::Empty({1, static_cast<int64_t>(in.size())}, DType::kI32);
+    std::memcpy(t.data(), in.data(), in.size() * 4);
+    Tensor len = *Tensor::Empty({1}, DType::kI32);
+    len.data_as<int32_t>()[0] = static_cast<int32_t>(in.size());
+    auto want = (*whole)->Run(t, len);
+    ASSERT_TRUE(want.ok()) << want.status();
+    ASSERT_EQ(resp.embedding_size(), harness::kTestHidden);
+    for (int k = 0; k < harness::kTestHidden; ++k) {
+      EXPECT_NEAR(resp.embedding(k), want->data_as<float>()[k], 1e-5);
+    }
+    auto st = AdminStatus(target);
+    ASSERT_TRUE(st.ok());
+    EXPECT_EQ(st->recovered(), 1u);
+    EXPECT_EQ(st->executions(), 1u);
+    EXPECT_EQ(st->retries_kept(), 1u);
+  }
+  // An unreadable record (valid checksum, not an AdmissionRecord): exit 1 with the reason.
+  const std::string bad_state = (dir / "bad_state").string();
+  WriteLog(bad_state, {std::string("\xff\xff\xff\xff\x0f", 5)});
+  auto p = harness::Process::Spawn({.binary = harness::DefaultFrontendBinary(),
+                                    .args = {"--plan", *plan, "--state-dir", bad_state},
+                                    .log_path = (dir / "bad_frontend.log").string()});
+  ASSERT_TRUE(p.ok()) << p.status();
+  auto exited = (*p)->WaitExit(Deadline::AfterMs(30'000));
+  ASSERT_TRUE(exited.ok()) << exited.status();
+  EXPECT_FALSE(exited->signaled) << exited->ToString();
+  EXPECT_EQ(exited->code, 1) << exited->ToString();
+  EXPECT_NE((*p)->LogTail().find("admission log"), std::string::npos) << (*p)->LogTail();
 }
 
 }  // namespace
