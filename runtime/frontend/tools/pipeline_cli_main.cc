@@ -3,14 +3,19 @@
 //   archi-pipeline --addr HOST:PORT status            live members, states and counters
 //   archi-pipeline --addr HOST:PORT drain WORKER_ID   drain a worker (it exits when done)
 //   archi-pipeline --addr HOST:PORT embed TEXT...     embed texts (or --ids 101,2023,102)
+//                  [--request-id ID] [--retry]       idempotency key (ID, or ID-<i> for several);
+//                                                    --retry: resend UNAVAILABLE with the same id
+//                                                    (backoff 100 ms..1 s) until --timeout-ms
 //
 // Exit codes: 0 on success, 1 when the frontend answers with an error (printed with its gRPC
 // code), 2 for bad arguments.
 #include <grpcpp/grpcpp.h>
 
 #include <CLI/CLI.hpp>
+#include <cmath>
 #include <cstdio>
 #include <sstream>
+#include <thread>
 
 #include "proto/inference.grpc.pb.h"
 
@@ -49,6 +54,13 @@ int main(int argc, char** argv) {
   embed_cmd->add_option("text", texts, "texts to embed");
   embed_cmd->add_option("--ids", ids_csv, "comma-separated token ids instead of text");
   embed_cmd->add_option("--model", model, "model (pipeline) name; default: the one served");
+  std::string request_id;
+  bool retry = false;
+  embed_cmd->add_option("--request-id", request_id,
+                        "idempotency key (at most 128 bytes; ID-<i> when several inputs are given)");
+  embed_cmd->add_flag("--retry", retry,
+                      "resend after UNAVAILABLE (e.g. a restarting frontend) with the same "
+                      "request id, backoff 100 ms..1 s, until --timeout-ms has passed");
   CLI11_PARSE(app, argc, argv);
 
   auto channel = grpc::CreateChannel(addr, grpc::InsecureChannelCredentials());
@@ -113,20 +125,38 @@ int main(int argc, char** argv) {
     return 2;
   }
   int rc = 0;
-  for (auto& req : reqs) {
+  for (size_t i = 0; i < reqs.size(); ++i) {
+    pb::EmbedRequest& req = reqs[i];
     req.set_model(model);
-    grpc::ClientContext ctx;
-    ctx.set_deadline(deadline());
+    if (!request_id.empty()) {
+      req.set_request_id(reqs.size() == 1 ? request_id : request_id + "-" + std::to_string(i));
+    }
+    // One overall deadline per input; each attempt carries what is left of it.
+    const auto until = deadline();
+    int64_t backoff_ms = 100;
     pb::EmbedResponse r;
-    auto s = stub->Embed(&ctx, req, &r);
+    grpc::Status s;
+    while (true) {
+      grpc::ClientContext ctx;
+      ctx.set_deadline(until);
+      r.Clear();
+      s = stub->Embed(&ctx, req, &r);
+      if (s.error_code() != grpc::StatusCode::UNAVAILABLE || !retry ||
+          std::chrono::system_clock::now() + std::chrono::milliseconds(backoff_ms) >= until) {
+        break;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(backoff_ms));
+      backoff_ms = std::min<int64_t>(backoff_ms * 2, 1000);
+    }
     if (!s.ok()) {
       rc = Fail(s);
       continue;
     }
     double norm = 0;
     for (float v : r.embedding()) norm += static_cast<double>(v) * v;
-    std::printf("request %lu: %d tokens, dim %d, norm %.6f, attempts %u, %.2f ms:", r.request_id(),
-                r.num_tokens(), r.embedding_size(), std::sqrt(norm), r.attempts(), r.total_ms());
+    std::printf("request %lu: %d tokens, dim %d, norm %.6f, attempts %u, %.2f ms%s%s:",
+                r.request_id(), r.num_tokens(), r.embedding_size(), std::sqrt(norm), r.attempts(),
+                r.total_ms(), r.replayed() ? ", replayed" : "", r.recovered() ? ", recovered" : "");
     for (int i = 0; i < std::min(6, r.embedding_size()); ++i) std::printf(" %.6f", r.embedding(i));
     std::printf(" ...\n");
   }
