@@ -221,6 +221,7 @@ struct WorkerAgent::Impl {
     wo.pipeline = a.pipeline();
     wo.stage = a.stage();
     wo.id = options.worker_id;
+    wo.kind = options.kind;  // the data plane routes by kind (coordinator routing weights)
     wo.threads = options.threads;
     wo.extra_compute_ms = options.extra_compute_ms;
     wo.metrics_listen = options.metrics_listen;

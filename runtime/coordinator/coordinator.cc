@@ -62,9 +62,12 @@ Status ValidateOptions(const CoordinatorOptions& o, const ex::PipelinePlan& plan
   for (int r : o.replicas) {
     if (r < 0 || r > 256) return InvalidArgumentError("replicas per stage must be 0..256");
   }
-  if (o.policy != "none" && !policy::MakePolicy(o.policy).ok()) {
-    return InvalidArgumentError("unknown policy '" + o.policy + "' (none | " +
-                                policy::PolicyNamesJoined() + ")");
+  if (o.policy != "none") {
+    if (auto made = policy::MakePolicy(o.policy, o.policy_options); !made.ok()) {
+      return InvalidArgumentError("policy '" + o.policy + "': " +
+                                  std::string(made.status().message()) + " (none | " +
+                                  policy::PolicyNamesJoined() + ")");
+    }
   }
   if (o.slo_p99_ms < 0) return InvalidArgumentError("slo_p99_ms must be >= 0");
   if (o.policy_interval_ms < 10) return InvalidArgumentError("policy interval must be >= 10 ms");
@@ -184,6 +187,10 @@ struct Coordinator::Impl {
     std::string id, incarnation;
   };
   std::vector<Gone> to_mark_gone;
+  // The routing weights in force (policy SetRoutingWeights), published by the control thread
+  // under ex::RoutingKey in the store, where every member's node reads them (routing.h).
+  ex::RoutingTable routing;
+  bool routing_dirty = false;
   std::string frontend_incarnation;  // read from the registry by the control thread
 
   // Durable state (options.state_dir; see Journal()). What the log last recorded, to append
@@ -810,9 +817,23 @@ struct Coordinator::Impl {
       std::visit(
           [&](const auto& op) {
             using T = std::decay_t<decltype(op)>;
-            if constexpr (std::is_same_v<T, policy::SetRoutingWeights> ||
-                          std::is_same_v<T, policy::SetBatchingGroups>) {
-              // Routing weights and batching groups act on the frontend (issue 9).
+            if constexpr (std::is_same_v<T, policy::SetRoutingWeights>) {
+              // Applied by the data plane: published in the store (ControlLoop), read by every
+              // member's node, which picks the downstream replica's kind by these weights.
+              if (op.stage == -1) routing.clear();
+              ex::KindWeights w;
+              for (const auto& kw : op.weights) w[ex::NormalKind(kw.kind)] += kw.weight;
+              if (w.empty()) {
+                routing.erase(op.stage);
+              } else {
+                routing[op.stage] = std::move(w);
+              }
+              routing_dirty = true;
+              Event("policy", "", op.stage, policy::ToString(a));
+              m_.policy_actions.Increment();
+              return;
+            } else if constexpr (std::is_same_v<T, policy::SetBatchingGroups>) {
+              // Batching groups act on the frontend's batcher: not applied live yet (issue 9).
               Event("policy", "", -1, policy::ToString(a));
               m_.policy_actions.Increment();
               return;
@@ -839,6 +860,7 @@ struct Coordinator::Impl {
 
   void ControlLoop(std::stop_token st) {
     int64_t last_frontend_read = 0;
+    int64_t last_routing_write = 0;
     uint64_t snapshot_lsn = 0;
     std::string snapshot;
     while (!st.stop_requested()) {
@@ -912,6 +934,26 @@ struct Coordinator::Impl {
         }
       }
       const int64_t now = UnixMillis();
+      // Routing weights: written when they change, and again every 2 s while any are in force
+      // (a frontend restarted with a fresh embedded store has lost them).
+      std::string routing_value;
+      {
+        std::lock_guard lock(mu);
+        if (routing_dirty || (!routing.empty() && now - last_routing_write > 2000)) {
+          routing_value = ex::EncodeRoutingTable(routing);
+          routing_dirty = false;
+        }
+      }
+      if (!routing_value.empty()) {
+        Status s = store->Set(ex::RoutingKey(plan.name), routing_value, Deadline::AfterMs(500));
+        if (s.ok()) {
+          last_routing_write = now;
+        } else {
+          ARCHI_LOG_WARN("coordinator: cannot publish routing weights: {}", s.ToString());
+          std::lock_guard lock(mu);
+          routing_dirty = true;
+        }
+      }
       if (now - last_frontend_read > 500) {
         last_frontend_read = now;
         auto f = store->Get(ex::MembersPrefix(plan.name) + "frontend", Deadline::AfterMs(200));
@@ -1117,7 +1159,8 @@ struct Coordinator::Impl {
         target.assign(st->targets().replicas().begin(), st->targets().replicas().end());
       }
       if (!st->policy().name().empty()) {
-        auto restored = policy::MakePolicy(st->policy().name());  // "none": no policy
+        // "none": no policy
+        auto restored = policy::MakePolicy(st->policy().name(), options.policy_options);
         if (restored.ok()) {
           policy = std::move(*restored);
         } else {
@@ -1612,7 +1655,7 @@ grpc::Status Coordinator::Impl::SetPolicy(const pb::SetPolicyRequest& req,
                                           pb::SetPolicyResponse* resp) {
   std::unique_ptr<policy::Policy> next;
   if (req.policy() != "none") {
-    auto made = policy::MakePolicy(req.policy());
+    auto made = policy::MakePolicy(req.policy(), options.policy_options);
     if (!made.ok()) {
       return Grpc(grpc::StatusCode::INVALID_ARGUMENT,
                   "unknown policy '" + req.policy() + "' (none | " + policy::PolicyNamesJoined() +
@@ -1627,6 +1670,10 @@ grpc::Status Coordinator::Impl::SetPolicy(const pb::SetPolicyRequest& req,
   resp->set_previous(policy ? std::string(policy->name()) : "none");
   policy = std::move(next);
   memory = {};
+  if (!routing.empty()) {  // the new policy starts from least-loaded routing
+    routing.clear();
+    routing_dirty = true;
+  }
   if (req.slo_p99_ms() > 0) options.slo_p99_ms = req.slo_p99_ms();
   Event("policy_set", "", -1, resp->previous() + " -> " + req.policy());
   Journal();
@@ -1687,7 +1734,7 @@ Result<std::unique_ptr<Coordinator>> Coordinator::Create(CoordinatorOptions opti
   // Epochs grow across coordinator restarts without durable state: start from the clock.
   impl->next_epoch = static_cast<uint64_t>(UnixMillis()) * 1000;
   if (options.policy != "none") {
-    ARCHI_ASSIGN_OR_RETURN(impl->policy, policy::MakePolicy(options.policy));
+    ARCHI_ASSIGN_OR_RETURN(impl->policy, policy::MakePolicy(options.policy, options.policy_options));
   }
   if (options.token.empty()) {
     ARCHI_LOG_WARN(

@@ -39,6 +39,7 @@
 #include "runtime/core/store.h"
 #include "runtime/executor/plan.h"
 #include "runtime/policy/policy.h"
+#include "runtime/policy/registry.h"
 #include "world/store_server.h"
 
 namespace grpc {
@@ -61,7 +62,10 @@ struct CoordinatorOptions {
   // older than this (a healthy peer keeps heartbeating; the reporter may be the broken one).
   int suspect_ms = 400;
   std::vector<int> replicas;  // target replicas per stage; empty: 1 each
-  std::string policy = "none";  // none | reactive | parcae (runtime/policy/registry.h)
+  std::string policy = "none";  // "none" or a name of policy::PolicyNames() (registry.h)
+  // Options of the policies (every policy made by name: --policy, SetPolicy, a restored state),
+  // e.g. cost_capacity.reference_rps (archi-coordinator --reference-rps).
+  policy::PolicyOptions policy_options;
   double slo_p99_ms = 0;        // end-to-end p99 target for the policy (0: none)
   int64_t policy_interval_ms = 1000;
   size_t max_events = 10'000;  // oldest dropped beyond this

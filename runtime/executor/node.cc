@@ -98,6 +98,7 @@ std::string MemberInfo::ToJson() const {
                       {"state", state},
                       {"pid", pid},
                       {"host", host},
+                      {"kind", kind},
                       {"batches", batches},
                       {"resent", resent},
                       {"ready_ms", ready_unix_ms},
@@ -115,6 +116,7 @@ Result<MemberInfo> MemberInfo::FromJson(const std::string& json) {
     m.state = j.at("state").get<std::string>();
     m.pid = j.value("pid", 0);
     m.host = j.value("host", std::string());
+    m.kind = j.value("kind", std::string());
     m.batches = j.value("batches", uint64_t{0});
     m.resent = j.value("resent", uint64_t{0});
     m.ready_unix_ms = j.value("ready_ms", int64_t{0});
@@ -234,6 +236,7 @@ Status PipelineNode::Start() {
     char host[256] = {};
     gethostname(host, sizeof(host) - 1);
     self_.host = host;
+    self_.kind = options_.kind;
     self_raw_ = cur.ok() ? *cur : std::string();
   }
   // Overwrite a stale entry (dead member with our id) unconditionally.
@@ -355,30 +358,72 @@ void PipelineNode::Forward(Batch&& batch, Origin origin) {
   DispatchLocked(std::move(*e));
 }
 
-void PipelineNode::DispatchLocked(InFlight&& e) {
-  // Least outstanding among usable links; round-robin among ties.
-  Link* best = nullptr;
-  size_t best_i = 0;
-  const size_t n = links_.size();
-  for (size_t k = 0; k < n; ++k) {
-    const size_t i = (rr_ + k) % n;
-    Link* l = links_[i].get();
-    if (!l->downstream || l->closing || l->outstanding >= options_.max_inflight_per_link) continue;
-    if (best == nullptr || l->outstanding < best->outstanding) {
-      best = l;
-      best_i = i;
+bool PipelineNode::DispatchLocked(InFlight&& e, bool front) {
+  // Usable downstream links; the picker applies the routing weights (if any) and otherwise takes
+  // the least outstanding one, round-robin among ties.
+  std::vector<RouteCandidate> candidates;
+  std::vector<size_t> index;
+  candidates.reserve(links_.size());
+  for (size_t i = 0; i < links_.size(); ++i) {
+    const Link& l = *links_[i];
+    if (!l.downstream || l.closing) continue;
+    candidates.push_back({l.peer.kind, l.outstanding, l.outstanding < options_.max_inflight_per_link});
+    index.push_back(i);
+  }
+  const std::optional<size_t> pick = picker_.Pick(candidates, rr_);
+  if (!pick) {
+    auto queued = std::make_unique<InFlight>(std::move(e));
+    if (front) {
+      pending_.insert(pending_.begin(), std::move(queued));
+    } else {
+      pending_.push_back(std::move(queued));
     }
+    return false;
   }
-  if (best == nullptr) {
-    pending_.push_back(std::make_unique<InFlight>(std::move(e)));
-    return;
-  }
-  rr_ = best_i + 1;
+  const size_t best_i = index[*pick];
+  Link* best = links_[best_i].get();
+  rr_ = *pick + 1;
   auto entry = std::make_unique<InFlight>(std::move(e));
   entry->hop_seq = next_hop_seq_++;
   entry->link = links_[best_i];
   SendBatchLocked(*best, *entry);
   inflight_[entry->hop_seq] = std::move(entry);
+  return true;
+}
+
+void PipelineNode::ReadRoutingWeights() {
+  const int64_t now = UnixMillis();
+  if (now - last_routing_read_ms_ < 250) return;
+  last_routing_read_ms_ = now;
+  auto raw = options_.store->Get(RoutingKey(options_.pipeline), Deadline::AfterMs(500));
+  std::string value;
+  if (raw.ok()) {
+    value = *raw;
+  } else if (raw.status().code() != StatusCode::kNotFound) {
+    return;  // the store is unreachable: keep the weights we have
+  }
+  std::lock_guard lock(mu_);
+  if (value == routing_raw_) return;
+  routing_raw_ = value;
+  KindWeights weights;
+  if (!value.empty()) {
+    auto table = DecodeRoutingTable(value);
+    if (!table.ok()) {
+      ARCHI_LOG_WARN("pipeline {}: ignoring routing weights: {}", options_.pipeline,
+                     table.status().ToString());
+      return;
+    }
+    // The last stage sends to the frontend: nothing to choose there.
+    if (DownstreamStage() >= 0) weights = WeightsForStage(*table, DownstreamStage());
+  }
+  if (weights != picker_.weights()) {
+    std::string text;
+    for (const auto& [kind, w] : weights) text += (text.empty() ? "" : " ") + kind + "=" + std::to_string(w);
+    ARCHI_LOG_INFO("pipeline {}: {} routes to stage {} by kind weights [{}]", options_.pipeline,
+                   options_.id, DownstreamStage(), text.empty() ? "none: least loaded" : text);
+    picker_.SetWeights(std::move(weights));
+    FlushPendingLocked();
+  }
 }
 
 void PipelineNode::SendBatchLocked(Link& link, InFlight& e) {
@@ -452,7 +497,8 @@ void PipelineNode::FlushPendingLocked() {
     if (!can) return;
     std::unique_ptr<InFlight> e = std::move(pending_.front());
     pending_.erase(pending_.begin());
-    DispatchLocked(std::move(*e));
+    // Not sent (the weighted kinds have no credit): it goes back to the head, in order.
+    if (!DispatchLocked(std::move(*e), /*front=*/true)) return;
   }
 }
 
@@ -749,6 +795,7 @@ void PipelineNode::MembershipLoop(std::stop_token st) {
         if (bumped.ok()) last_lease_ms_ = now_ms;
       }
       if (options_.stage == -1) KeepRegistry(members);
+      ReadRoutingWeights();
       if (!options_.plan_json.empty() && now_ms - last_plan_check_ms_ >= 1000 && !fenced_) {
         last_plan_check_ms_ = now_ms;
         auto plan = options_.store->Get(PlanKey(options_.pipeline), Deadline::AfterMs(1000));

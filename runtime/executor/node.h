@@ -20,7 +20,10 @@
 // one appears; duplicates that result are dropped by request id at the frontend.
 //
 // Routing: least unacknowledged micro-batches among usable links (round-robin among ties), with at
-// most max_inflight_per_link each (backpressure: beyond that, batches queue in the node).
+// most max_inflight_per_link each (backpressure: beyond that, batches queue in the node). When the
+// coordinator has published routing weights per worker kind (routing.h: RoutingKey, read with the
+// membership poll), the kind is chosen by those weights first (KindPicker), then the least loaded
+// link of that kind.
 //
 // Threads: one reader thread per link, one membership thread, short-lived connect threads. The
 // batch handler runs on a reader thread and must not block for long. Every public method is
@@ -39,6 +42,7 @@
 #include "runtime/core/deadline.h"
 #include "runtime/core/status.h"
 #include "runtime/core/store.h"
+#include "runtime/executor/routing.h"
 #include "runtime/executor/wire.h"
 #include "world/world_manager.h"
 
@@ -59,6 +63,7 @@ struct MemberInfo {
   std::string state;  // joining | ready | draining | gone
   int pid = 0;
   std::string host;      // gethostname() of the member
+  std::string kind;      // worker kind (NodeOptions::kind); routing weights are per kind
   uint64_t batches = 0;  // micro-batches received
   uint64_t resent = 0;   // micro-batches it re-sent after a downstream link broke
   int64_t ready_unix_ms = 0;
@@ -73,6 +78,7 @@ struct NodeOptions {
   std::string id;  // [A-Za-z0-9_-]{1,24}
   int stage = 0;   // -1: the frontend
   int num_stages = 1;
+  std::string kind;  // written to the registry (MemberInfo::kind); "" = "default"
   int max_inflight_per_link = 4;
   std::shared_ptr<Store> store;
   WorldOptions world = WorldOptions::FromEnv();
@@ -173,7 +179,10 @@ class PipelineNode {
   void ReaderLoop(std::shared_ptr<Link> link);
   void OnAck(const std::shared_ptr<Link>& link, uint64_t hop_seq);
   void OnLinkBroken(const std::shared_ptr<Link>& link, const Status& why);
-  void DispatchLocked(InFlight&& e);
+  // Sends `e` or, when no link may take it now, queues it in pending_ (at the back, or at the
+  // front with `front`). True when sent.
+  bool DispatchLocked(InFlight&& e, bool front = false);
+  void ReadRoutingWeights();
   void FlushPendingLocked();
   void SendBatchLocked(Link& link, InFlight& e);
   void SendControlLocked(Link& link, MsgKind kind, uint64_t hop_seq);
@@ -201,6 +210,9 @@ class PipelineNode {
   std::map<uint64_t, std::unique_ptr<InFlight>> inflight_;  // by hop_seq
   uint64_t next_hop_seq_ = 1;
   size_t rr_ = 0;
+  KindPicker picker_;                 // weights for the downstream stage
+  std::string routing_raw_;           // the routing key's value as last read
+  int64_t last_routing_read_ms_ = 0;  // membership thread only
   NodeStats stats_;
   std::string self_raw_;  // our registry value as last written or read
   MemberInfo self_;

@@ -192,6 +192,7 @@ Status StageWorker::Run() {
   no.on_link_broken = options_.on_link_broken;
   no.pipeline = plan_.name;
   no.id = options_.id;
+  no.kind = options_.kind;
   no.stage = options_.stage;
   no.num_stages = plan_.num_stages();
   no.max_inflight_per_link = plan_.max_inflight_per_link;

@@ -31,6 +31,7 @@ struct WorkerOptions {
   std::string pipeline;
   int stage = 0;
   std::string id;                 // empty: "s<stage>-<pid>"
+  std::string kind;               // worker kind in the registry (routing weights are per kind)
   int threads = 1;                // kernel threads of the compute
   int64_t extra_compute_ms = 0;   // test/benchmark knob: added to every micro-batch's compute
   int64_t plan_wait_ms = 30'000;  // how long to wait for the frontend to publish the plan

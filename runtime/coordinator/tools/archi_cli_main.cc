@@ -21,6 +21,7 @@
 
 #include "proto/coordinator.grpc.pb.h"
 #include "runtime/coordinator/auth.h"
+#include "runtime/policy/registry.h"
 
 namespace pb = archi::proto;
 
@@ -91,7 +92,9 @@ int main(int argc, char** argv) {
   auto* pol = app.add_subcommand("policy", "set the scaling policy");
   std::string policy;
   double slo = 0;
-  pol->add_option("name", policy, "none | parcae | reactive (the coordinator checks)")->required();
+  pol->add_option("name", policy,
+                  "none | " + archi::policy::PolicyNamesJoined() + " (the coordinator checks)")
+      ->required();
   pol->add_option("--slo-p99-ms", slo, "end-to-end p99 target")->check(CLI::Range(0.0, 1e7));
   CLI11_PARSE(app, argc, argv);
 
