@@ -254,7 +254,8 @@ bool EtcdLeadership::WaitLost(Millis timeout) const {
 
 void EtcdLeadership::Resign() {
   impl_->Lose("resigned");
-  if (Status s = impl_->client->LeaseRevoke(impl_->lease, impl_->Call()); !s.ok()) {
+  Status s = impl_->client->LeaseRevoke(impl_->lease, impl_->Call());
+  if (!s.ok() && s.code() != StatusCode::kNotFound) {  // NotFound: it had expired already
     ARCHI_LOG_WARN(
         "coordinator: cannot revoke the etcd lease (a standby takes over when it "
         "expires): {}",

@@ -178,6 +178,7 @@ int RunWithEtcd(const EtcdRun& r, co::CoordinatorOptions o,
     }
     ARCHI_LOG_ERROR("archi-coordinator: {}; stepping down to standby", lead->Valid().ToString());
     (*coord)->Shutdown();
+    lead->Resign();  // our lease may still live in etcd (a lapse by our clock): free the key now
     server->Shutdown(std::chrono::system_clock::now() + std::chrono::milliseconds(500));
     server.reset();
     coord->reset();
@@ -218,24 +219,6 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--slo-p99-ms", o.slo_p99_ms, "end-to-end p99 target for the policy")
       ->check(CLI::Range(0.0, 1e7));
-  double reference_rps = o.policy_options.cost_capacity.reference_rps;
-  app.add_option("--reference-rps", reference_rps,
-                 "cost-capacity / combined: req/s one stage replica of capacity 1.0 serves "
-                 "(their routing's capacity model; compare with the admitted rate)")
-      ->check(CLI::Range(1e-3, 1e9))
-      ->capture_default_str();
-  int min_replicas = o.policy_options.reactive.bounds.min_replicas;
-  app.add_option("--min-replicas", min_replicas,
-                 "reactive / cost-capacity / harmony: never drain a stage below this")
-      ->check(CLI::Range(0, 256))
-      ->capture_default_str();
-  std::string harmony_model, harmony_model_name = "VGG19";
-  app.add_option("--harmony-model", harmony_model,
-                 "harmony / combined: HarmonyBatch model.json (required by those two)")
-      ->check(CLI::ExistingFile);
-  app.add_option("--harmony-model-name", harmony_model_name,
-                 "harmony / combined: the model's key in that file")
-      ->capture_default_str();
   app.add_option("--heartbeat-timeout-ms", o.heartbeat_timeout_ms,
                  "declare a worker dead after this long without a heartbeat")
       ->check(CLI::Range(20, 600'000))
@@ -258,11 +241,13 @@ int main(int argc, char** argv) {
                      "--state-dir; several archi-coordinator processes with the same etcd and "
                      "prefix elect one leader, the others stand by (needs --store)");
   app.add_option("--state-prefix", etcd.prefix,
-                 "etcd key prefix of this pipeline's state (default /archi/<pipeline>)");
+                 "etcd key prefix of this pipeline's state (default /archi/<pipeline>)")
+      ->needs(etcd_opt);
   app.add_option("--state-lease-s", etcd.lease_s,
                  "etcd leader lease (s): a standby takes over this long after the leader died")
       ->check(CLI::Range(1, 600))
-      ->capture_default_str();
+      ->capture_default_str()
+      ->needs(etcd_opt);
   etcd_opt->excludes("--state-dir");
   co::TlsFiles tls;
   app.add_option("--tls-cert", tls.cert, "serve TLS with this certificate (PEM; needs --tls-key)")
@@ -275,23 +260,6 @@ int main(int argc, char** argv) {
   app.add_option("--metrics-listen", metrics_listen,
                  "serve Prometheus metrics at http://HOST:PORT/metrics (port 0 picks one)");
   CLI11_PARSE(app, argc, argv);
-  o.policy_options.cost_capacity.reference_rps = reference_rps;
-  for (auto* b : {&o.policy_options.reactive.bounds,
-                  &o.policy_options.cost_capacity.scaling.bounds,
-                  &o.policy_options.harmony.scaling.bounds}) {
-    b->min_replicas = min_replicas;
-  }
-  o.policy_options.combined.routing.reference_rps = reference_rps;
-  if (!harmony_model.empty()) {
-    auto model = archi::policy::LoadHarmonyModel(harmony_model, harmony_model_name);
-    if (!model.ok()) {
-      std::fprintf(stderr, "%s: --harmony-model: %s\n", argv[0],
-                   model.status().ToString().c_str());
-      return 2;
-    }
-    o.policy_options.harmony.model = *model;
-    o.policy_options.combined.batching.model = *model;
-  }
   o.token = co::TokenFromFlagOrEnv(token);
 
   sigset_t signals;
