@@ -15,6 +15,7 @@
 #include <numeric>
 #include <memory>
 #include <random>
+#include <set>
 #include <sstream>
 #include <thread>
 
@@ -519,6 +520,7 @@ int RunReplay(ReplayOptions o) {
 
   // Calibration: unloaded latencies (1 outstanding) on the initial cluster, not part of the replay.
   bool have_stage_compute = false;
+  double calib_overhead_ms = 0;  // unloaded end-to-end p50 minus the stages' compute medians
   if (o.calibrate_s > 0) {
     LoadOptions cl = lo;
     cl.mode = LoadOptions::Mode::kClosed;
@@ -563,6 +565,18 @@ int RunReplay(ReplayOptions o) {
     }
     if (Status s = WriteFile(o.out_dir + "/replay_stage_compute.csv", sc); !s.ok()) return fail(s);
     have_stage_compute = rows > 0;
+    std::map<int, std::vector<double>> p50s;
+    for (const auto& wk : st->workers()) {
+      if (wk.state() == "ready" && wk.stage() >= 0 && wk.load().compute_p50_ms() > 0) {
+        p50s[wk.stage()].push_back(wk.load().compute_p50_ms());
+      }
+    }
+    double stage_sum = 0;
+    for (auto& [stage, v] : p50s) {
+      std::sort(v.begin(), v.end());
+      stage_sum += v.size() % 2 ? v[v.size() / 2] : 0.5 * (v[v.size() / 2 - 1] + v[v.size() / 2]);
+    }
+    calib_overhead_ms = std::max(0.0, rep->summary.p50_ms - stage_sum);
   }
 
   // The actions, in replay time.
@@ -598,11 +612,28 @@ int RunReplay(ReplayOptions o) {
   const int64_t t0_unix = NowUnixMs();
   std::map<std::string, std::string> last_state;  // worker -> state at the last sample
   std::map<std::string, std::string> state_at_notice;
+  // The workers' own compute timings during the replay (p50/p99 of their last 256 micro-batches,
+  // from each interval's status sample, for workers that computed since the previous one): the
+  // service times the host actually gave the stages, load included.
+  std::string run_compute = "stage,worker,compute_p50_ms,compute_p99_ms,batches\n";
+  std::map<std::string, uint64_t> last_batches;
+  std::set<int> run_stages;
   auto sample = [&]() {
     auto st = c->GetStatus(Deadline::AfterMs(500));
     if (!st.ok()) return;
     samples.push_back(Count(*st, MsSince(t0)));
-    for (const auto& wk : st->workers()) last_state[wk.worker_id()] = wk.state();
+    for (const auto& wk : st->workers()) {
+      last_state[wk.worker_id()] = wk.state();
+      const uint64_t b = wk.load().batches_processed();
+      uint64_t& seen = last_batches[wk.worker_id()];
+      if (wk.state() == "ready" && wk.stage() >= 0 && b > seen && wk.load().compute_p50_ms() > 0) {
+        run_compute += Fmt("%d,%s,%.3f,%.3f,%llu\n", wk.stage(), wk.worker_id().c_str(),
+                           wk.load().compute_p50_ms(), wk.load().compute_p99_ms(),
+                           static_cast<unsigned long long>(b));
+        run_stages.insert(wk.stage());
+      }
+      seen = b;
+    }
   };
   sample();
   size_t next = 0;
@@ -743,11 +774,18 @@ int RunReplay(ReplayOptions o) {
     // Stage service from the workers' compute timings plus the rest of the unloaded latency as
     // an overhead outside the stages; without them (no calibration, or no worker reported) the
     // whole unloaded latency split over the stages, as before.
+    // --stage-times run (default): the workers' compute timings sampled during the replay, with
+    // the calibration's overhead; calibration: those of the 2 s calibration only.
+    const bool use_run = o.stage_times == "run" && have_stage_compute &&
+                         static_cast<int>(run_stages.size()) == o.stages &&
+                         WriteFile(o.out_dir + "/replay_stage_compute_run.csv", run_compute).ok();
     const std::string perf =
-        have_stage_compute ? "stages:" + o.out_dir + "/replay_stage_compute.csv," + o.out_dir +
-                                 "/replay_calibration.csv"
-        : o.calibrate_s > 0 ? "fit:" + o.out_dir + "/replay_calibration.csv"
-                            : Fmt("constant:%.3f,0", tot.p50 / o.stages);
+        use_run ? Fmt("stages:%s/replay_stage_compute_run.csv --overhead-ms %.3f",
+                      o.out_dir.c_str(), calib_overhead_ms)
+        : have_stage_compute ? "stages:" + o.out_dir + "/replay_stage_compute.csv," + o.out_dir +
+                                   "/replay_calibration.csv"
+        : o.calibrate_s > 0  ? "fit:" + o.out_dir + "/replay_calibration.csv"
+                             : Fmt("constant:%.3f,0", tot.p50 / o.stages);
     // The live coordinator reconciles stage targets under any policy (--policy none: only
     // that): archi-sim models it with --coordinator-reconcile (its "none" implies it).
     const std::string sim_policy =
@@ -925,6 +963,10 @@ std::function<std::optional<int>(const std::vector<std::string>&)> AddReplayComm
       ->capture_default_str()
       ->check(CLI::Range(100, 600'000));
   rc->add_option("--price-per-hour", o->price_per_hour, "per worker-hour")->capture_default_str();
+  rc->add_option("--stage-times", o->stage_times,
+                 "archi-sim's stage service times: run (the workers' compute timings sampled "
+                 "during the replay, default) or calibration (those of the calibration only)")
+      ->check(CLI::IsMember({"run", "calibration"}));
   rc->add_option("--calibrate-s", o->calibrate_s,
                  "closed-loop calibration (1 outstanding) before the replay; archi-sim fits its "
                  "service times to it (0: none, then constant p50 / stages)")

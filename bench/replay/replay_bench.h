@@ -52,6 +52,9 @@ struct ReplayOptions {
   int heartbeat_timeout_ms = 5000;  // coordinator: a kill -9 is seen at once (connection loss)
   double price_per_hour = 1.0;
   double calibrate_s = 2;      // closed-loop (1 outstanding) calibration before the replay; 0: none
+  // archi-sim's stage service times: "run" (the workers' own compute timings sampled during the
+  // replay; the calibration gives the overhead outside the stages) or "calibration".
+  std::string stage_times = "run";
   uint64_t seed = 1;
   std::string out_dir = "replay_out";
   std::string frontend_bin, worker_bin, sim_bin;  // empty: the built ones

@@ -76,6 +76,7 @@ struct Flags {
   double rate = 0;
   size_t requests = 0;
   std::string perf = "constant:20,1";
+  double overhead_ms = -1;  // --overhead-ms; negative: the model's own
   int tp = 1, output_len = 16;
   std::string harmony_device = "gpu";
   double gpu_gb = 0, vcpus = 2;
@@ -515,6 +516,10 @@ Status RunSim(Flags f, const std::string& cmdline) {
   f.o.initial_fill = !f.no_initial_fill;
   if (f.policy == "none") f.o.coordinator_reconcile = true;
   ARCHI_ASSIGN_OR_RETURN(PerfModel perf, MakePerf(f));
+  if (f.overhead_ms >= 0) {
+    perf.overhead_ms = f.overhead_ms;
+    perf.description += Fmt("; overhead outside the stages %.3f ms (--overhead-ms)", f.overhead_ms);
+  }
   if (!f.node_kinds.empty()) {
     ARCHI_ASSIGN_OR_RETURN(f.o.kinds, ParseKinds(f.node_kinds));
   }
@@ -652,6 +657,7 @@ int Main(int argc, char** argv) {
   app.add_option("--rate", f.rate, "mean arrival rate (req/s); default with no arrival source: Poisson at --requests / duration");
   app.add_option("--requests", f.requests, "stop arrivals after this many (0: until the end of the trace)");
   app.add_option("--perf", f.perf, "performance model: constant:STAGE_MS[,TRANSFER_MS] | profile:FILE (SpotServe) | fit:CSV[:COLUMN] (fit measured times, default column latency_ms) | stages:STAGE_CSV[,E2E_CSV[:COLUMN]] (measured per-stage compute p50/p99 by worker; the end-to-end median beyond them is an overhead outside the stages) | harmony:FILE (HarmonyBatch)");
+  app.add_option("--overhead-ms", f.overhead_ms, "time outside the stages added to every request's latency, occupying no replica (frontend, RPC); overrides the --perf model's own (stages: with an E2E file computes one)");
   app.add_option("--tp", f.tp, "profile: tensor-parallel degree");
   app.add_option("--output-len", f.output_len, "profile: generated tokens per request");
   app.add_option("--harmony-device", f.harmony_device, "harmony: gpu or cpu");
