@@ -1656,10 +1656,10 @@ grpc::Status Coordinator::Impl::SetPolicy(const pb::SetPolicyRequest& req,
   std::unique_ptr<policy::Policy> next;
   if (req.policy() != "none") {
     auto made = policy::MakePolicy(req.policy(), options.policy_options);
-    if (!made.ok()) {
+    if (!made.ok()) {  // an unknown name, or options it refuses (harmony without a model)
       return Grpc(grpc::StatusCode::INVALID_ARGUMENT,
-                  "unknown policy '" + req.policy() + "' (none | " + policy::PolicyNamesJoined() +
-                      ")");
+                  "policy '" + req.policy() + "': " + std::string(made.status().message()) +
+                      " (none | " + policy::PolicyNamesJoined() + ")");
     }
     next = std::move(*made);
   }
