@@ -296,6 +296,14 @@ Plan CostCapacityPolicy::Decide(const ClusterState& state, const ClusterMetrics&
     one.stages.push_back(stage);
     const std::vector<DeploymentUnit> units =
         PipelineUnits(one, options_.reference_rps, options_.latency_ms);
+    // A stage that has never had a ready replica has nothing to route and no mode yet: no
+    // decision. (DecideRouting would call it "no eligible unit", capacity mode, held for
+    // leave_after_ms once replicas are ready: live, the first decisions come before any replica
+    // is ready.) After weights were emitted, a stage without units is a failover as before.
+    if (units.empty() &&
+        !state.memory.values.contains(name + "/w" + std::to_string(stage.index) + "#mode")) {
+      continue;
+    }
     const std::string prefix = name + "/s" + std::to_string(stage.index);
     const RoutingMemory mem = LoadRoutingMemory(state.memory, prefix);
     const RoutingDecision d = DecideRouting(units, demand, state.now_ms, mem, options_.routing);

@@ -165,6 +165,31 @@ TEST(CostCapacityPolicy, FailoverWhenTheCheapKindVanishes) {
   EXPECT_NE(b.actions[0].reason.find("failover"), std::string::npos) << b.actions[0].reason;
 }
 
+TEST(CostCapacityPolicy, NoDecisionBeforeAStageHasAReadyReplica) {
+  CostCapacityPolicy p(CcOptions());
+  // Live start: the stage's replicas are still joining, nothing is ready.
+  ClusterState s = OneStage({}, 1000);
+  s.stages[0].replicas.push_back({W("c1", "cheap", 1, 7.2), ReplicaState::kJoining, 0});
+  Plan a = p.Decide(s, Demand(0), {});
+  EXPECT_TRUE(Routes(a).empty());
+  // Ready a second later: the first routing is cost mode at low load, not a capacity mode
+  // entered on the empty stage and held for leave_after_ms.
+  ClusterState t = OneStage(TwoKinds(), 2000);
+  t.memory = a.memory;
+  Plan b = p.Decide(t, Demand(10), {});
+  auto r = Routes(b);
+  ASSERT_EQ(r.size(), 1u);
+  EXPECT_EQ(r[0]->mode, "cost");
+  EXPECT_EQ(r[0]->weights, (std::vector<KindWeight>{{"cheap", 1.0}}));
+  // Every replica gone after that: a failover to capacity mode, as before.
+  ClusterState u = OneStage({}, 3000);
+  u.memory = b.memory;
+  Plan c = p.Decide(u, Demand(10), {});
+  r = Routes(c);
+  ASSERT_EQ(r.size(), 1u);
+  EXPECT_EQ(r[0]->mode, "capacity");
+}
+
 TEST(CostCapacityPolicy, SmoothedDemandHoldsOffAOneWindowSpike) {
   CostCapacityOptions o = CcOptions();
   o.demand_smoothing_ms = 30'000;
