@@ -219,6 +219,24 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--slo-p99-ms", o.slo_p99_ms, "end-to-end p99 target for the policy")
       ->check(CLI::Range(0.0, 1e7));
+  double reference_rps = o.policy_options.cost_capacity.reference_rps;
+  app.add_option("--reference-rps", reference_rps,
+                 "cost-capacity / combined: req/s one stage replica of capacity 1.0 serves "
+                 "(their routing's capacity model; compare with the admitted rate)")
+      ->check(CLI::Range(1e-3, 1e9))
+      ->capture_default_str();
+  int min_replicas = o.policy_options.reactive.bounds.min_replicas;
+  app.add_option("--min-replicas", min_replicas,
+                 "reactive / cost-capacity / harmony: never drain a stage below this")
+      ->check(CLI::Range(0, 256))
+      ->capture_default_str();
+  std::string harmony_model, harmony_model_name = "VGG19";
+  app.add_option("--harmony-model", harmony_model,
+                 "harmony / combined: HarmonyBatch model.json (required by those two)")
+      ->check(CLI::ExistingFile);
+  app.add_option("--harmony-model-name", harmony_model_name,
+                 "harmony / combined: the model's key in that file")
+      ->capture_default_str();
   app.add_option("--heartbeat-timeout-ms", o.heartbeat_timeout_ms,
                  "declare a worker dead after this long without a heartbeat")
       ->check(CLI::Range(20, 600'000))
@@ -260,6 +278,23 @@ int main(int argc, char** argv) {
   app.add_option("--metrics-listen", metrics_listen,
                  "serve Prometheus metrics at http://HOST:PORT/metrics (port 0 picks one)");
   CLI11_PARSE(app, argc, argv);
+  o.policy_options.cost_capacity.reference_rps = reference_rps;
+  for (auto* b : {&o.policy_options.reactive.bounds,
+                  &o.policy_options.cost_capacity.scaling.bounds,
+                  &o.policy_options.harmony.scaling.bounds}) {
+    b->min_replicas = min_replicas;
+  }
+  o.policy_options.combined.routing.reference_rps = reference_rps;
+  if (!harmony_model.empty()) {
+    auto model = archi::policy::LoadHarmonyModel(harmony_model, harmony_model_name);
+    if (!model.ok()) {
+      std::fprintf(stderr, "%s: --harmony-model: %s\n", argv[0],
+                   model.status().ToString().c_str());
+      return 2;
+    }
+    o.policy_options.harmony.model = *model;
+    o.policy_options.combined.batching.model = *model;
+  }
   o.token = co::TokenFromFlagOrEnv(token);
 
   sigset_t signals;
