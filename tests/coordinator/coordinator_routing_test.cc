@@ -182,3 +182,102 @@ TEST(CoordinatorRoutingTest, CostCapacitySendsLowLoadToTheCheapKind) {
 
 }  // namespace
 }  // namespace archi
+
+namespace archi {
+namespace {
+
+// Two stages, one fast and one cheap replica each: the weights of stage 1 are applied by the
+// stage-0 replicas (not the frontend), so every hop routes by kind.
+TEST(CoordinatorRoutingTest, EveryHopRoutesByKind) {
+  const fs::path dir =
+      fs::temp_directory_path() / ("archi_routing_test2_" + std::to_string(getpid()));
+  fs::create_directories(dir);
+  ASSERT_TRUE(harness::WriteTestModel((dir / "model").string()).ok());
+  auto plan = harness::WriteTestPlan(dir.string(), "route2", (dir / "model").string(), {3, 6});
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  harness::CoordinatedClusterOptions o;
+  o.plan_path = *plan;
+  o.work_dir = dir.string();
+  o.replicas = {1, 1};
+  o.token = kToken;
+  o.worker_bin = WriteKindWrapper(dir);
+  o.env = {{"TEST_KIND", "fast"}, {"TEST_PRICE", "3"}};
+  o.extra_worker_args = {"--extra-compute-ms", "3"};
+  o.extra_frontend_args = {"--policy", "cost-capacity", "--reference-rps", "200",
+                           "--min-replicas", "2", "--heartbeat-timeout-ms", "5000"};
+  auto started = CoordinatedCluster::Start(o);
+  ASSERT_TRUE(started.ok()) << started.status();
+  CoordinatedCluster& c = **started;
+  ASSERT_TRUE(c.Scale(0, 2, Deadline::AfterMs(5000)).ok());
+  ASSERT_TRUE(c.Scale(1, 2, Deadline::AfterMs(5000)).ok());
+  harness::WorkerLaunch cheap;
+  cheap.env = {{"TEST_KIND", "cheap"}, {"TEST_PRICE", "1"}};
+  ASSERT_TRUE(c.SpawnWorker(cheap).ok());
+  ASSERT_TRUE(c.SpawnWorker(cheap).ok());
+  // Each stage with one replica of each kind.
+  Status mixed = c.WaitFor(
+      [](const pb::CoordinatorStatusResponse& s) {
+        std::map<std::pair<int, std::string>, int> n;
+        for (const auto& w : s.workers()) {
+          if (w.state() == "ready") ++n[{w.stage(), w.kind()}];
+        }
+        return n[{0, "fast"}] == 1 && n[{0, "cheap"}] == 1 && n[{1, "fast"}] == 1 &&
+               n[{1, "cheap"}] == 1;
+      },
+      Deadline::AfterMs(60'000), "a fast and a cheap ready replica on each stage");
+  ASSERT_TRUE(mixed.ok()) << mixed;
+  bool s0 = false, s1 = false;
+  const Deadline until = Deadline::AfterMs(30'000);
+  while (!(s0 && s1) && !until.Expired()) {
+    auto ev = c.GetEvents(Deadline::AfterMs(5000));
+    ASSERT_TRUE(ev.ok()) << ev.status();
+    s0 = s1 = false;
+    for (const auto& e : ev->events()) {
+      if (e.kind() != "policy") continue;
+      // The latest route event of each stage decides.
+      if (e.detail().starts_with("route s0")) s0 = e.detail().starts_with("route s0 cost cheap=1");
+      if (e.detail().starts_with("route s1")) s1 = e.detail().starts_with("route s1 cost cheap=1");
+    }
+    if (!(s0 && s1)) std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  }
+  ASSERT_TRUE(s0 && s1) << "stage 0 routed to cheap: " << s0 << ", stage 1: " << s1;
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));  // the nodes poll the store
+
+  auto before = c.GetStatus(Deadline::AfterMs(5000));
+  ASSERT_TRUE(before.ok()) << before.status();
+  harness::LoadOptions lo = harness::ClosedTestLoad(c.frontend_address(), 5.0);
+  lo.mode = harness::LoadOptions::Mode::kOpen;
+  lo.rate_per_s = 20;
+  auto gen = harness::LoadGenerator::Create(lo);
+  ASSERT_TRUE(gen.ok()) << gen.status();
+  ASSERT_TRUE((*gen)->Start().ok());
+  auto report = (*gen)->Wait(Deadline::AfterMs(65'000));
+  ASSERT_TRUE(report.ok()) << report.status();
+  EXPECT_EQ(report->summary.lost, 0) << report->summary.ToString();
+  EXPECT_EQ(report->summary.ok, report->summary.sent) << report->summary.ToString();
+  std::this_thread::sleep_for(std::chrono::milliseconds(1000));
+  auto after = c.GetStatus(Deadline::AfterMs(5000));
+  ASSERT_TRUE(after.ok()) << after.status();
+  std::map<std::pair<int, std::string>, uint64_t> n;
+  for (const auto& w : after->workers()) {
+    if (w.state() == "ready") n[{w.stage(), w.kind()}] += w.load().batches_processed();
+  }
+  for (const auto& w : before->workers()) {
+    if (w.state() == "ready") n[{w.stage(), w.kind()}] -= w.load().batches_processed();
+  }
+  for (int s = 0; s < 2; ++s) {
+    const uint64_t on_cheap = n[{s, "cheap"}], on_fast = n[{s, "fast"}];
+    const double total = static_cast<double>(on_cheap + on_fast);
+    std::printf("stage %d: cheap %llu, fast %llu micro-batches\n", s,
+                static_cast<unsigned long long>(on_cheap),
+                static_cast<unsigned long long>(on_fast));
+    ASSERT_GT(total, 0);
+    EXPECT_GE(on_cheap / total, 0.9) << "stage " << s;
+  }
+  c.Stop();
+  std::error_code ec;
+  if (getenv("ARCHI_TEST_KEEP") == nullptr) fs::remove_all(dir, ec);
+}
+
+}  // namespace
+}  // namespace archi
