@@ -41,8 +41,10 @@ Result<PerfModel> PerfModel::FromStageTimes(const std::vector<double>& stage_p50
   if (sigma > 0) m.noise = Distribution::Lognormal(-0.5 * sigma * sigma, sigma);
   m.overhead_ms = overhead_ms;
   m.description = "measured stage medians " + times + " ms (p99/p50 " +
-                  std::to_string(p99_over_p50) + ", lognormal per batch), overhead outside the "
-                  "stages " + std::to_string(overhead_ms) + " ms";
+                  std::to_string(p99_over_p50) + ", lognormal per batch)";
+  if (overhead_ms > 0) {
+    m.description += ", overhead outside the stages " + std::to_string(overhead_ms) + " ms";
+  }
   return m;
 }
 
