@@ -34,6 +34,7 @@
 #include "runtime/coordinator/coordinator.h"
 #include "runtime/coordinator/etcd_state_log.h"
 #include "runtime/coordinator/standby.h"
+#include "runtime/coordinator/tools/policy_flags.h"
 #include "runtime/policy/registry.h"
 #include "runtime/core/logging.h"
 #include "runtime/executor/metrics.h"
@@ -211,39 +212,8 @@ int main(int argc, char** argv) {
   app.add_option("--replicas", o.replicas, "target replicas per stage, e.g. 1,2,1 (default 1 each)")
       ->delimiter(',');
   app.add_option("--token", token, "shared token (default: $ARCHI_TOKEN; none: no authentication)");
-  std::vector<std::string> policies = archi::policy::PolicyNames();
-  policies.insert(policies.begin(), "none");
-  app.add_option("--policy", o.policy,
-                 "scaling policy (none | " + archi::policy::PolicyNamesJoined() + ")")
-      ->check(CLI::IsMember(policies))
-      ->capture_default_str();
-  app.add_option("--slo-p99-ms", o.slo_p99_ms, "end-to-end p99 target for the policy")
-      ->check(CLI::Range(0.0, 1e7));
-  double reference_rps = o.policy_options.cost_capacity.reference_rps;
-  app.add_option("--reference-rps", reference_rps,
-                 "cost-capacity / combined: req/s one stage replica of capacity 1.0 serves "
-                 "(their routing's capacity model; compare with the admitted rate)")
-      ->check(CLI::Range(1e-3, 1e9))
-      ->capture_default_str();
-  int min_replicas = o.policy_options.reactive.bounds.min_replicas;
-  app.add_option("--min-replicas", min_replicas,
-                 "reactive / cost-capacity / harmony: never drain a stage below this")
-      ->check(CLI::Range(0, 256))
-      ->capture_default_str();
-  std::string harmony_model, harmony_model_name = "VGG19";
-  app.add_option("--harmony-model", harmony_model,
-                 "harmony / combined: HarmonyBatch model.json (required by those two)")
-      ->check(CLI::ExistingFile);
-  app.add_option("--harmony-model-name", harmony_model_name,
-                 "harmony / combined: the model's key in that file")
-      ->capture_default_str();
-  app.add_option("--heartbeat-timeout-ms", o.heartbeat_timeout_ms,
-                 "declare a worker dead after this long without a heartbeat")
-      ->check(CLI::Range(20, 600'000))
-      ->capture_default_str();
-  app.add_option("--heartbeat-interval-ms", o.heartbeat_interval_ms, "how often workers heartbeat")
-      ->check(CLI::Range(10, 60'000))
-      ->capture_default_str();
+  archi::coordinator::CoordinatorPolicyFlags policy_flags;
+  archi::coordinator::AddCoordinatorPolicyFlags(app, o, policy_flags, "");
   app.add_option("--ready-file", ready_file, "write {grpc, store, pid, pipeline} JSON here");
   std::string external_store;
   app.add_option("--store", external_store,
@@ -278,23 +248,7 @@ int main(int argc, char** argv) {
   app.add_option("--metrics-listen", metrics_listen,
                  "serve Prometheus metrics at http://HOST:PORT/metrics (port 0 picks one)");
   CLI11_PARSE(app, argc, argv);
-  o.policy_options.cost_capacity.reference_rps = reference_rps;
-  for (auto* b : {&o.policy_options.reactive.bounds,
-                  &o.policy_options.cost_capacity.scaling.bounds,
-                  &o.policy_options.harmony.scaling.bounds}) {
-    b->min_replicas = min_replicas;
-  }
-  o.policy_options.combined.routing.reference_rps = reference_rps;
-  if (!harmony_model.empty()) {
-    auto model = archi::policy::LoadHarmonyModel(harmony_model, harmony_model_name);
-    if (!model.ok()) {
-      std::fprintf(stderr, "%s: --harmony-model: %s\n", argv[0],
-                   model.status().ToString().c_str());
-      return 2;
-    }
-    o.policy_options.harmony.model = *model;
-    o.policy_options.combined.batching.model = *model;
-  }
+  if (!archi::coordinator::ApplyCoordinatorPolicyFlags(policy_flags, o, argv[0])) return 2;
   o.token = co::TokenFromFlagOrEnv(token);
 
   sigset_t signals;

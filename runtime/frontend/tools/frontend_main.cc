@@ -19,6 +19,7 @@
 #include <nlohmann/json.hpp>
 
 #include "runtime/coordinator/auth.h"
+#include "runtime/coordinator/tools/policy_flags.h"
 #include "runtime/core/logging.h"
 #include "runtime/executor/ready_file.h"
 #include "runtime/frontend/frontend.h"
@@ -53,40 +54,8 @@ int main(int argc, char** argv) {
   app.add_option("--token", token,
                  "coordinator: shared token workers and admin clients must present (default: "
                  "$ARCHI_TOKEN; none: no authentication)");
-  std::vector<std::string> policies = archi::policy::PolicyNames();
-  policies.insert(policies.begin(), "none");
-  app.add_option("--policy", co.policy,
-                 "coordinator: scaling policy (none | " + archi::policy::PolicyNamesJoined() + ")")
-      ->check(CLI::IsMember(policies))
-      ->capture_default_str();
-  app.add_option("--slo-p99-ms", co.slo_p99_ms, "coordinator: end-to-end p99 target for the policy")
-      ->check(CLI::Range(0.0, 1e7));
-  double reference_rps = co.policy_options.cost_capacity.reference_rps;
-  app.add_option("--reference-rps", reference_rps,
-                 "coordinator: cost-capacity / combined: req/s one stage replica of capacity 1.0 "
-                 "serves (their routing's capacity model; compare with the admitted rate)")
-      ->check(CLI::Range(1e-3, 1e9))
-      ->capture_default_str();
-  int min_replicas = co.policy_options.reactive.bounds.min_replicas;
-  app.add_option("--min-replicas", min_replicas,
-                 "coordinator: reactive / cost-capacity / harmony: never drain a stage below this")
-      ->check(CLI::Range(0, 256))
-      ->capture_default_str();
-  std::string harmony_model, harmony_model_name = "VGG19";
-  app.add_option("--harmony-model", harmony_model,
-                 "coordinator: harmony / combined: HarmonyBatch model.json (required by those two)")
-      ->check(CLI::ExistingFile);
-  app.add_option("--harmony-model-name", harmony_model_name,
-                 "coordinator: harmony / combined: the model's key in that file")
-      ->capture_default_str();
-  app.add_option("--heartbeat-timeout-ms", co.heartbeat_timeout_ms,
-                 "coordinator: declare a worker dead after this long without a heartbeat")
-      ->check(CLI::Range(20, 600'000))
-      ->capture_default_str();
-  app.add_option("--heartbeat-interval-ms", co.heartbeat_interval_ms,
-                 "coordinator: how often workers heartbeat")
-      ->check(CLI::Range(10, 60'000))
-      ->capture_default_str();
+  archi::coordinator::CoordinatorPolicyFlags policy_flags;
+  archi::coordinator::AddCoordinatorPolicyFlags(app, co, policy_flags, "coordinator: ");
   std::string state_dir;
   app.add_option("--state-dir", state_dir,
                  "durable state: the admission log of requests with a request_id (DIR/admission: "
@@ -113,23 +82,7 @@ int main(int argc, char** argv) {
                  "mutual TLS: require client certificates signed by this CA (PEM)")
       ->check(CLI::ExistingFile);
   CLI11_PARSE(app, argc, argv);
-  co.policy_options.cost_capacity.reference_rps = reference_rps;
-  for (auto* b : {&co.policy_options.reactive.bounds,
-                  &co.policy_options.cost_capacity.scaling.bounds,
-                  &co.policy_options.harmony.scaling.bounds}) {
-    b->min_replicas = min_replicas;
-  }
-  co.policy_options.combined.routing.reference_rps = reference_rps;
-  if (!harmony_model.empty()) {
-    auto model = archi::policy::LoadHarmonyModel(harmony_model, harmony_model_name);
-    if (!model.ok()) {
-      std::fprintf(stderr, "%s: --harmony-model: %s\n", argv[0],
-                   model.status().ToString().c_str());
-      return 2;
-    }
-    co.policy_options.harmony.model = *model;
-    co.policy_options.combined.batching.model = *model;
-  }
+  if (!archi::coordinator::ApplyCoordinatorPolicyFlags(policy_flags, co, argv[0])) return 2;
   o.coordinator = !no_coordinator;
   o.state_dir = state_dir;
   // The coordinator's state names the rendezvous store of every assignment: worth keeping only
