@@ -13,7 +13,7 @@ CTEST_ARGS ?=
 all: build
 
 help:
-	@echo "make demo   - set up, build and run the demo (3-stage pipeline; kill -9 a middle replica, add one)"
+	@echo "make demo   - set up, build and run the demo (3-stage pipeline; kill -9 the frontend, then a middle replica; add one)"
 	@echo "make test   - set up, build and run every test (ctest)"
 	@echo "make bench  - set up, build and run archi-bench p2p, faults, encode, pipeline (writes docs/bench/)"
 	@echo "make clean  - remove $(BUILD_DIR)"

@@ -206,8 +206,9 @@ int main(int argc, char** argv) {
   pipeline_cmd->add_option("--out", pipeline.out_dir,
                            "output directory (pipeline.md, pipeline_*.csv, pipeline_*.png)")
       ->capture_default_str();
-  pipeline_cmd->add_option("--scenario", pipeline.scenario, "sweep, timeline, all or demo")
-      ->check(CLI::IsMember({"sweep", "timeline", "all", "demo"}))
+  pipeline_cmd->add_option("--scenario", pipeline.scenario,
+                           "sweep, timeline, all, demo or demo-static")
+      ->check(CLI::IsMember({"sweep", "timeline", "all", "demo", "demo-static"}))
       ->capture_default_str();
   pipeline_cmd->add_option("--model", pipeline.model_dir,
                            "model dir (default BUILD/models/minilm or build/models/minilm; a "

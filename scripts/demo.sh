@@ -3,9 +3,12 @@
 # processes. One archi-frontend (embedded coordinator) and five `archi-worker --coordinator`
 # processes serve a 3-stage pipeline of the real model (all-MiniLM-L6-v2; a generated model when
 # scripts/fetch_model.sh could not fetch it): the coordinator assigns 1-2-1 replicas and keeps one
-# worker idle. Under steady load a middle replica is killed with SIGKILL at T/3 (the coordinator
-# detects it and assigns the idle worker), a new worker joins at 2T/3 and `archi scale 1 3` grows
-# the middle stage. Throughput every 500 ms with the coordinator's events, then its event timeline,
+# worker idle. Under steady load of requests with ids (clients retry with the same id) the frontend
+# is killed with SIGKILL at T/4 and restarted on the same port and --state-dir (its admission log
+# re-dispatches what was admitted; the coordinator re-plans), a middle replica is killed with
+# SIGKILL at T/2 (the coordinator detects it and assigns the idle worker), a new worker joins at
+# 3T/4 and `archi scale 1 3` grows the middle stage. Throughput every 500 ms with the coordinator's
+# events, then its event timeline,
 # the recovery steps, p50/p99 and the requests lost, which must be 0 (the exit status is non-zero
 # otherwise). The driver is `archi-bench pipeline --scenario demo` (bench/pipeline/, on
 # bench/harness/); `--scenario demo-static` is the earlier demo without a coordinator.
@@ -24,7 +27,7 @@ if [ ! -f "$MODEL/model.safetensors" ]; then
   model_args=(--gen-model)
 fi
 
-echo "== Archipelago demo: a coordinator plans a 3-stage pipeline, a replica is killed and repaired, the stage is scaled, ${DURATION}s =="
+echo "== Archipelago demo: a coordinator plans a 3-stage pipeline; the frontend and then a replica are killed with kill -9 and repaired; the stage is scaled; ${DURATION}s =="
 "$BENCH" pipeline --scenario demo "${model_args[@]}" --duration-s "$DURATION" \
   --frontend-bin "$BUILD/runtime/frontend/archi-frontend" \
   --worker-bin "$BUILD/runtime/executor/archi-worker"

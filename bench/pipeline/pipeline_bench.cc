@@ -767,32 +767,44 @@ Status PipelineBench::CoordinatedDemo(bool* lost_any) {
   co.token = "demo-token";
   co.worker_threads = o_.worker_threads;
   co.env = {{"ARCHI_LOG_LEVEL", o_.log_level}};
+  // The admission log: requests with an id survive a kill -9 of the frontend.
+  // A fresh log each run: ids of an earlier run's requests must not meet this run's inputs.
+  std::error_code ec;
+  fs::remove_all(run_dir_ + "/demo/frontend-state", ec);
+  co.extra_frontend_args = {"--state-dir", run_dir_ + "/demo/frontend-state"};
   std::printf(
-      "[demo] archi-frontend (embedded coordinator) + 5 archi-worker --coordinator processes; the "
-      "coordinator assigns 1-2-1 replicas to the 3 stages and keeps one idle\n");
+      "[demo] archi-frontend (embedded coordinator, --state-dir) + 5 archi-worker --coordinator "
+      "processes; the coordinator assigns 1-2-1 replicas to the 3 stages and keeps one idle\n");
   std::fflush(stdout);
   const auto start_t = Clock::now();
   ARCHI_ASSIGN_OR_RETURN(auto cluster, harness::CoordinatedCluster::Start(co));
   ARCHI_ASSIGN_OR_RETURN(auto st0, cluster->GetStatus(Deadline::AfterMs(5000)));
-  std::string victim, layout;
+  std::string layout;
   for (const auto& w : st0.workers()) {
     layout += Fmt("%s%s=%s", layout.empty() ? "" : " ", w.worker_id().c_str(),
                   w.stage() >= 0 ? ("s" + std::to_string(w.stage())).c_str() : "idle");
-    if (victim.empty() && w.stage() == 1 && w.state() == "ready") victim = w.worker_id();
   }
   std::printf("[demo] planned in %.0f ms: %s (coordinator at %s)\n", MsSince(start_t),
               layout.c_str(), cluster->frontend_address().c_str());
   std::printf(
-      "[demo] closed-loop load, %d outstanding, %.1f s; kill -9 %s (stage 1) at %.1f s; at "
-      "%.1f s a new worker joins and stage 1 is scaled to 3 (archi scale 1 3)\n",
-      concurrency, T, victim.c_str(), T / 3, 2 * T / 3);
+      "[demo] closed-loop load with request ids (clients retry UNAVAILABLE with the same id), %d "
+      "outstanding, %.1f s; kill -9 of the frontend at %.1f s (restarted on the same port and "
+      "state dir); kill -9 of a stage-1 replica at %.1f s; at %.1f s a new worker joins and "
+      "stage 1 is scaled to 3 (archi scale 1 3)\n",
+      concurrency, T, T / 4, T / 2, 3 * T / 4);
   std::fflush(stdout);
   const int64_t t_start_unix = UnixMs();
 
   LoadOptions l = BaseLoad(cluster->frontend_address(), w_, o_);
   l.concurrency = concurrency;
+  l.request_id_prefix = "demo-";
+  l.max_attempts = 1000;  // bounded by each request's deadline
+  l.retry_backoff_ms = 50;
+  l.max_retry_backoff_ms = 500;
+  l.max_reconnect_backoff_ms = 250;
   {
     LoadOptions warm = l;
+    warm.request_id_prefix = "warm-";
     warm.duration_s = 2.0;
     ARCHI_ASSIGN_OR_RETURN(auto g, LoadGenerator::Create(warm));
     ARCHI_ASSIGN_OR_RETURN(LoadReport wr, g->Run());
@@ -803,19 +815,42 @@ Status PipelineBench::CoordinatedDemo(bool* lost_any) {
   ARCHI_RETURN_IF_ERROR(gen->Start());
   const auto t0 = gen->start_time();
   auto elapsed_ms = [&] { return MsSince(t0); };
-  double kill_ms = -1, scale_ms = -1, next_print = 500;
-  int64_t last_ok = 0, kill_unix = 0;
-  std::string events;
+  double kill_ms = -1, scale_ms = -1, fe_kill_ms = -1, fe_serving_ms = -1, next_print = 500;
+  int64_t last_ok = 0, kill_unix = 0, fe_ok_at_restart = -1;
+  std::string events, victim;
   int64_t seen_events_until = UnixMs();
+  // The embedded coordinator's events before the frontend's kill die with it: kept here.
+  proto::EventsResponse before_fe_kill;
   while (elapsed_ms() < T * 1000.0) {
     std::this_thread::sleep_for(Millis(50));
-    if (kill_ms < 0 && elapsed_ms() >= T * 1000.0 / 3) {
+    if (fe_kill_ms < 0 && elapsed_ms() >= T * 1000.0 / 4) {
+      if (auto ev = cluster->GetEvents(Deadline::AfterMs(2000), t_start_unix); ev.ok()) {
+        before_fe_kill = std::move(*ev);
+      }
+      ARCHI_RETURN_IF_ERROR(cluster->Kill("frontend", SIGKILL));
+      fe_kill_ms = elapsed_ms();
+      ARCHI_RETURN_IF_ERROR(cluster->RestartFrontend(Deadline::AfterMs(30'000)));
+      fe_ok_at_restart = gen->GetProgress().ok;
+      seen_events_until = 0;  // a new coordinator: its events start afresh
+      events += Fmt("  << kill -9 frontend; restarted in %.0f ms", elapsed_ms() - fe_kill_ms);
+    }
+    if (fe_serving_ms < 0 && fe_ok_at_restart >= 0 && gen->GetProgress().ok > fe_ok_at_restart) {
+      fe_serving_ms = elapsed_ms() - fe_kill_ms;
+      events += Fmt("  [serving again %.0f ms after the kill]", fe_serving_ms);
+    }
+    if (kill_ms < 0 && elapsed_ms() >= T * 1000.0 / 2) {
+      // The restarted coordinator planned afresh: pick the victim from its current plan.
+      ARCHI_ASSIGN_OR_RETURN(auto now_st, cluster->GetStatus(Deadline::AfterMs(5000)));
+      for (const auto& w : now_st.workers()) {
+        if (victim.empty() && w.stage() == 1 && w.state() == "ready") victim = w.worker_id();
+      }
+      if (victim.empty()) return UnavailableError("no ready stage-1 replica to kill");
       ARCHI_RETURN_IF_ERROR(cluster->Kill(victim, SIGKILL));
       kill_ms = elapsed_ms();
       kill_unix = UnixMs();
       events += "  << kill -9 " + victim;
     }
-    if (scale_ms < 0 && elapsed_ms() >= 2 * T * 1000.0 / 3) {
+    if (scale_ms < 0 && elapsed_ms() >= 3 * T * 1000.0 / 4) {
       ARCHI_ASSIGN_OR_RETURN(std::string id, cluster->SpawnWorker());
       // archi scale 1 3, as the CLI does it.
       harness::Process* p = nullptr;
@@ -862,13 +897,19 @@ Status PipelineBench::CoordinatedDemo(bool* lost_any) {
   cluster->Stop();
 
   std::printf("\n== the coordinator's event timeline (UTC) ==\n");
-  for (const auto& e : evs.events()) {
-    if (e.kind() == "world_broken") continue;  // one per neighbour; summarised by worlds_removed
-    std::printf("%s  %-17s %-5s %-4s %s\n", ClockMs(e.unix_ms()).c_str(), e.kind().c_str(),
-                e.worker_id().empty() ? "-" : e.worker_id().c_str(),
-                e.stage() >= 0 ? ("s" + std::to_string(e.stage())).c_str() : "-",
-                e.detail().c_str());
-  }
+  auto print_events = [](const proto::EventsResponse& r) {
+    for (const auto& e : r.events()) {
+      if (e.kind() == "world_broken") continue;  // one per neighbour; summarised by worlds_removed
+      std::printf("%s  %-17s %-5s %-4s %s\n", ClockMs(e.unix_ms()).c_str(), e.kind().c_str(),
+                  e.worker_id().empty() ? "-" : e.worker_id().c_str(),
+                  e.stage() >= 0 ? ("s" + std::to_string(e.stage())).c_str() : "-",
+                  e.detail().c_str());
+    }
+  };
+  print_events(before_fe_kill);
+  std::printf("--------------  kill -9 of the frontend: its embedded coordinator restarts and "
+              "re-plans the workers that re-register\n");
+  print_events(evs);
   std::printf("\n== recovery of %s ==\n", victim.c_str());
   for (const auto& r : fin.recoveries()) {
     if (r.worker_id() != victim) continue;
@@ -888,8 +929,13 @@ Status PipelineBench::CoordinatedDemo(bool* lost_any) {
   std::printf("stage 1 now: %d ready of target %d\n", fin.stages(1).ready_replicas(),
               fin.stages(1).target_replicas());
   const harness::LoadSummary& s = rep.summary;
+  std::printf("\n== kill -9 of the frontend ==\nserving again %s after the kill; %lld requests "
+              "retried by their clients with the same id, %lld answered from executions the "
+              "restarted frontend re-dispatched from its admission log\n",
+              fe_serving_ms < 0 ? "never" : Fmt("%.0f ms", fe_serving_ms).c_str(),
+              static_cast<long long>(s.retried), static_cast<long long>(s.recovered));
   std::printf("\nrequests: %lld sent, %lld ok, %lld LOST; p50 %.1f ms, p99 %.1f ms, %lld re-sent "
-              "after the kill\n",
+              "inside the pipeline after the worker's kill\n",
               static_cast<long long>(s.sent), static_cast<long long>(s.ok),
               static_cast<long long>(s.lost), s.p50_ms, s.p99_ms,
               static_cast<long long>(s.resent));

@@ -13,11 +13,13 @@
 //             kill -9 one middle replica at T/3, start a new one at 2T/3. Throughput per 100 ms
 //             (CSV + PNG), recovery time, requests lost.
 //   demo      (make demo) the pipeline planned by its coordinator: 1-2-1 replicas and one idle
-//             worker; under steady load a stage-1 replica is killed with SIGKILL at T/3 (the
-//             coordinator detects it, the idle worker replaces it), a new worker joins at 2T/3
-//             and stage 1 is scaled to 3 with the `archi` CLI; one line per 500 ms with the
-//             coordinator's events, then its event timeline and the recovery steps; exit 1
-//             when a request was lost.
+//             worker, requests with ids (clients retry with the same id); under steady load the
+//             frontend is killed with SIGKILL at T/4 and restarted on its port and --state-dir
+//             (admission log re-dispatched, workers re-planned), a stage-1 replica is killed with
+//             SIGKILL at T/2 (the coordinator detects it, the idle worker replaces it), a new
+//             worker joins at 3T/4 and stage 1 is scaled to 3 with the `archi` CLI; one line per
+//             500 ms with the coordinator's events, then its event timeline, the recovery steps
+//             and the frontend's time to serve again; exit 1 when a request was lost.
 //   demo-static  the timeline scenario printing one line per 500 ms (workers placed by hand,
 //             no coordinator).
 // Output (OUT): pipeline.md, pipeline_sweep.csv, pipeline_sweep.png, pipeline_timeline.csv,
